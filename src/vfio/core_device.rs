@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VFIO PCI core device with the variant driver's own state after it.
+//!
+//! vfio-pci-core requires variant drivers to embed `struct vfio_pci_core_device` at the start of
+//! their device structure and to allocate it with `vfio_alloc_device()`, which zeroes the
+//! allocation and calls `ops->init`. The driver's Rust state lives after the core structure in the
+//! same allocation and is initialised in place with pin-init once the allocation exists; the
+//! `release` callback drops it just before vfio frees the allocation.
+//!
+//! Lifetime of a device:
+//! [`CoreDevice::alloc`] -> [`NewDevice`] (one reference, dropped with `vfio_put_device()`)
+//! -> [`NewDevice::register`] -> [`Registered`] (kept in drvdata while bound; dropping it
+//! unregisters and puts the reference).
+//!
+//! C header: [`include/linux/vfio_pci_core.h`](srctree/include/linux/vfio_pci_core.h)
+
+use core::marker::PhantomData;
+use core::mem::MaybeUninit;
+use core::mem::offset_of;
+use core::ptr::NonNull;
+
+use kernel::device;
+use kernel::error::from_err_ptr;
+use kernel::error::to_result;
+use kernel::pci;
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+use super::bindings;
+
+/// The allocation `vfio_alloc_device()` makes for a variant driver.
+///
+/// `core` must come first: vfio frees the allocation through the `vfio_device` pointer, which is
+/// the first member of `vfio_pci_core_device`.
+#[repr(C)]
+struct Allocation<T> {
+    core: Opaque<bindings::vfio_pci_core_device>,
+    /// Set once `data` is initialised; `false` from the zeroed allocation until then.
+    data_ready: bool,
+    data: MaybeUninit<T>,
+}
+
+/// A VFIO PCI core device carrying driver state `T`.
+///
+/// # Invariants
+///
+/// A `&CoreDevice<T>` points into an [`Allocation<T>`] made by [`CoreDevice::alloc`] whose `core`
+/// has been initialised by `vfio_alloc_device()` and whose `data` is initialised
+/// (`data_ready == true`), and the allocation holds at least one reference for the lifetime of the
+/// borrow.
+#[repr(transparent)]
+pub(crate) struct CoreDevice<T>(Allocation<T>);
+
+// SAFETY: The core device is designed to be used from any thread (vfio-pci-core locks it
+// internally); `T` is `Send`.
+unsafe impl<T: Send> Send for CoreDevice<T> {}
+// SAFETY: See `Send`; shared access to `T` needs `T: Sync`.
+unsafe impl<T: Sync> Sync for CoreDevice<T> {}
+
+/// A `struct vfio_device_ops` table that may live in a `static`.
+#[repr(transparent)]
+pub(crate) struct DeviceOps(pub(crate) bindings::vfio_device_ops);
+// SAFETY: The table is immutable and only holds function pointers and a static name.
+unsafe impl Sync for DeviceOps {}
+
+/// A `struct vfio_pci_device_ops` table that may live in a `static`.
+#[repr(transparent)]
+pub(crate) struct PciDeviceOps(pub(crate) bindings::vfio_pci_device_ops);
+// SAFETY: The table is immutable and only holds function pointers.
+unsafe impl Sync for PciDeviceOps {}
+
+impl<T> CoreDevice<T> {
+    /// Allocates the device for `pdev` with `ops` (`vfio_alloc_device()` semantics: zeroed, core
+    /// first, `ops->init` called). `ops.release` must be [`CoreDevice::release`] so that the
+    /// driver state is dropped.
+    ///
+    /// Returns the error of `ops->init` or `-ENOMEM`.
+    pub(crate) fn alloc(
+        pdev: &pci::Device<device::Core<'_>>,
+        ops: &'static DeviceOps,
+    ) -> Result<NewDevice<T>> {
+        let dev: &device::Device = pdev.as_ref();
+        // SAFETY: `dev` is a valid device and `ops` a valid static table; the size covers the
+        // core structure at offset 0 as required.
+        let vdev = from_err_ptr(unsafe {
+            bindings::_vfio_alloc_device(
+                core::mem::size_of::<Allocation<T>>(),
+                dev.as_raw(),
+                &ops.0,
+            )
+        })?;
+        // INVARIANT: `vdev` is the start of a new `Allocation<T>` holding one reference, which the
+        // new `NewDevice` owns.
+        Ok(NewDevice {
+            ptr: NonNull::new(vdev.cast()).ok_or(ENOMEM)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Returns the device whose `vfio_device` is `vdev`.
+    ///
+    /// # Safety
+    ///
+    /// `vdev` must be the `vfio_device` of a device made by [`CoreDevice::alloc`] for the same `T`,
+    /// with its data initialised, and it must stay alive for `'a`.
+    pub(crate) unsafe fn from_vdev<'a>(vdev: *mut bindings::vfio_device) -> &'a Self {
+        // CAST: `vfio_device` is at offset 0 of `vfio_pci_core_device`, which is at offset 0 of
+        // `Allocation<T>`, and `Self` is transparent over it.
+        // SAFETY: By the safety requirements.
+        unsafe { &*vdev.cast::<Self>() }
+    }
+
+    /// Returns the device a bound `pdev` stores in drvdata.
+    ///
+    /// # Safety
+    ///
+    /// `pdev` must be bound to a driver whose drvdata is a device of this `T` registered through
+    /// [`NewDevice::register`], and stay bound for `'a`.
+    pub(crate) unsafe fn from_drvdata<'a>(pdev: *mut bindings::pci_dev) -> &'a Self {
+        // SAFETY: `pdev` is valid, and its drvdata is the `vfio_pci_core_device` at the start of
+        // our allocation (set in `NewDevice::register`).
+        unsafe {
+            let core = bindings::dev_get_drvdata(&raw mut (*pdev).dev);
+            Self::from_vdev(core.cast())
+        }
+    }
+
+    /// The raw core device, for calls into vfio-pci-core.
+    pub(crate) fn as_raw(&self) -> *mut bindings::vfio_pci_core_device {
+        self.0.core.get()
+    }
+
+    /// The raw `vfio_device`.
+    pub(crate) fn as_vdev(&self) -> *mut bindings::vfio_device {
+        // SAFETY: `core` is valid by the type invariant.
+        unsafe { &raw mut (*self.as_raw()).vdev }
+    }
+
+    /// The driver state.
+    pub(crate) fn data(&self) -> &T {
+        // SAFETY: `data` is initialised by the type invariant.
+        unsafe { self.0.data.assume_init_ref() }
+    }
+
+    /// The `release` callback for [`DeviceOps`] tables of this `T`: drops the driver state, then
+    /// lets vfio-pci-core release its part. vfio frees the allocation afterwards.
+    ///
+    /// # Safety
+    ///
+    /// Only vfio may call this, as `ops->release` of a device made by [`CoreDevice::alloc`] for
+    /// this `T`, once its last reference is gone.
+    pub(crate) unsafe extern "C" fn release(vdev: *mut bindings::vfio_device) {
+        let alloc = vdev.cast::<Allocation<T>>();
+        // SAFETY: `vdev` starts an `Allocation<T>` (safety requirements) that nobody else uses any
+        // more; `data` is initialised exactly when `data_ready` is set.
+        unsafe {
+            if (*alloc).data_ready {
+                (*alloc).data_ready = false;
+                (*alloc).data.assume_init_drop();
+            }
+            bindings::vfio_pci_core_release_dev(vdev);
+        }
+    }
+}
+
+/// A device allocated by [`CoreDevice::alloc`] and not yet registered.
+///
+/// # Invariants
+///
+/// `ptr` is the start of an [`Allocation<T>`] initialised by `vfio_alloc_device()`, and this value
+/// owns one reference to it.
+pub(crate) struct NewDevice<T> {
+    ptr: NonNull<Allocation<T>>,
+    _t: PhantomData<T>,
+}
+
+impl<T> NewDevice<T> {
+    fn core(&self) -> *mut bindings::vfio_pci_core_device {
+        // SAFETY: `ptr` is valid by the type invariant.
+        unsafe { (*self.ptr.as_ptr()).core.get() }
+    }
+
+    /// Sets the device's `vfio_pci_device_ops` (dma-buf export of its regions).
+    pub(crate) fn set_pci_ops(&mut self, ops: &'static PciDeviceOps) {
+        // SAFETY: The device is not registered yet, so nothing else reads `pci_ops`.
+        unsafe { (*self.core()).pci_ops = &ops.0 };
+    }
+
+    /// Initialises the driver state in place.
+    ///
+    /// On error the device is put (its reference dropped), which frees it.
+    pub(crate) fn init_data(self, init: impl PinInit<T, Error>) -> Result<Self> {
+        let alloc = self.ptr.as_ptr();
+        // SAFETY: `data` is zeroed, uninitialised storage in our allocation, which never moves
+        // (it is pinned until `release`); on success `data_ready` marks it for dropping.
+        unsafe {
+            init.__pinned_init((*alloc).data.as_mut_ptr())?;
+            (*alloc).data_ready = true;
+        }
+        Ok(self)
+    }
+
+    /// Registers the device with vfio-pci-core, storing it in the PCI device's drvdata first (as
+    /// `vfio_pci_core_register_device()` requires).
+    ///
+    /// The state must have been initialised with [`NewDevice::init_data`]. Returns the error of
+    /// `vfio_pci_core_register_device()`; the device is put on error.
+    pub(crate) fn register(self) -> Result<Registered<T>> {
+        let alloc = self.ptr.as_ptr();
+        // SAFETY: `ptr` is valid.
+        if !unsafe { (*alloc).data_ready } {
+            return Err(EINVAL);
+        }
+        let core = self.core();
+        // SAFETY: `core` is a valid, initialised core device whose `pdev` was set by `init`.
+        to_result(unsafe {
+            bindings::dev_set_drvdata(&raw mut (*(*core).pdev).dev, core.cast());
+            bindings::vfio_pci_core_register_device(core)
+        })?;
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        // INVARIANT: The device is registered and the reference moves to `Registered`.
+        Ok(Registered { ptr })
+    }
+}
+
+impl<T> Drop for NewDevice<T> {
+    fn drop(&mut self) {
+        // SAFETY: We own one reference (type invariant).
+        unsafe { bindings::vfio_put_device(&raw mut (*self.core()).vdev) };
+    }
+}
+
+/// A device registered with vfio-pci-core.
+///
+/// # Invariants
+///
+/// `ptr` is a device registered by [`NewDevice::register`] with initialised data, and this value
+/// owns the reference taken at allocation.
+pub(crate) struct Registered<T> {
+    ptr: NonNull<Allocation<T>>,
+}
+
+impl<T> Registered<T> {
+    /// Leaves the registration to the PCI device's drvdata, which already points to it; the PCI
+    /// `remove` callback takes it back with [`Registered::from_drvdata`].
+    pub(crate) fn into_drvdata(self) {
+        core::mem::forget(self);
+    }
+
+    /// Takes back the registration left in drvdata by [`Registered::into_drvdata`].
+    ///
+    /// # Safety
+    ///
+    /// `pdev`'s drvdata must hold a registration of this `T` given up with `into_drvdata`, and it
+    /// must be taken back only once.
+    pub(crate) unsafe fn from_drvdata(pdev: *mut bindings::pci_dev) -> Self {
+        // SAFETY: By the safety requirements.
+        let dev = unsafe { CoreDevice::<T>::from_drvdata(pdev) };
+        // INVARIANT: The reference moves back from drvdata to the new value.
+        Self {
+            ptr: NonNull::from(&dev.0),
+        }
+    }
+}
+
+impl<T> Drop for Registered<T> {
+    fn drop(&mut self) {
+        let core = self.ptr.as_ptr().cast::<bindings::vfio_pci_core_device>();
+        // SAFETY: The device is registered and we own a reference (type invariant).
+        // `vfio_pci_core_unregister_device()` waits for every user of the device to go away.
+        unsafe {
+            bindings::vfio_pci_core_unregister_device(core);
+            bindings::vfio_put_device(&raw mut (*core).vdev);
+        }
+    }
+}
+
+const _: () = assert!(offset_of!(Allocation<()>, core) == 0);

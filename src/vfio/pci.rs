@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Registration of a VFIO PCI variant driver as a `struct pci_driver`.
+//!
+//! `kernel::pci::Driver` cannot host a VFIO variant driver: it has no `driver_managed_dma` and no
+//! error handlers, and it owns the device's drvdata, which vfio-pci-core needs for itself (its AER
+//! handler and `vfio_pci_core_register_device()` expect drvdata to be the core device). So this
+//! module registers the C structure directly, as binder does for its C parts, and forwards
+//! `probe`, `remove` and `reset_done` to a [`Driver`].
+//!
+//! C header: [`include/linux/pci.h`](srctree/include/linux/pci.h)
+
+use core::marker::PhantomData;
+
+use kernel::device;
+use kernel::device_id::RawDeviceId;
+use kernel::error::from_result;
+use kernel::error::to_result;
+use kernel::ffi::c_int;
+use kernel::pci;
+use kernel::prelude::*;
+use kernel::types::Opaque;
+use kernel::ThisModule;
+
+use super::bindings;
+use super::core_device::CoreDevice;
+use super::core_device::Registered;
+
+/// A PCI ID table entry that matches only through `driver_override`, as VFIO drivers do.
+///
+/// The Rust form of `PCI_DRIVER_OVERRIDE_DEVICE_VFIO(vendor, device)` (include/linux/pci.h):
+/// any subsystem, `override_only = PCI_ID_F_VFIO_DRIVER_OVERRIDE`, which makes modpost emit the
+/// `vfio_pci:v...d...sv*sd*bc*sc*i*` alias instead of a `pci:` one.
+///
+/// # Invariants
+///
+/// The wrapped `pci_device_id` has `override_only` set to `PCI_ID_F_VFIO_DRIVER_OVERRIDE`.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub(crate) struct VfioDeviceId(bindings::pci_device_id);
+
+impl VfioDeviceId {
+    /// `PCI_ANY_ID` of include/linux/mod_devicetable.h.
+    const ANY: u32 = !0;
+
+    /// An entry for one vendor/device pair (16-bit PCI IDs).
+    pub(crate) const fn new(vendor: u16, device: u16) -> Self {
+        // INVARIANT: `override_only` is set to the VFIO flag.
+        Self(bindings::pci_device_id {
+            vendor: vendor as u32,
+            device: device as u32,
+            subvendor: Self::ANY,
+            subdevice: Self::ANY,
+            class: 0,
+            class_mask: 0,
+            driver_data: 0,
+            override_only: bindings::PCI_ID_F_VFIO_DRIVER_OVERRIDE,
+        })
+    }
+}
+
+// SAFETY: `VfioDeviceId` is a `#[repr(transparent)]` wrapper of `struct pci_device_id`.
+unsafe impl RawDeviceId for VfioDeviceId {
+    type RawType = bindings::pci_device_id;
+}
+
+/// A VFIO PCI variant driver: what the PCI core calls back into.
+pub(crate) trait Driver {
+    /// The driver's own per-device state, stored after the `vfio_pci_core_device`.
+    type Data: Send + Sync;
+
+    /// The driver name (`struct pci_driver.name`, shown under /sys/bus/pci/drivers).
+    const NAME: &'static CStr;
+
+    /// Binds `pdev`: allocates, initialises and registers its VFIO device.
+    fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self::Data>>;
+
+    /// Called by the PCI core after any reset of the function (FLR, bus reset, AER recovery).
+    fn reset_done(vdev: &CoreDevice<Self::Data>);
+}
+
+/// A registered `struct pci_driver` for the driver `T`.
+///
+/// # Invariants
+///
+/// `drv` is registered with the PCI core from a successful [`Registration::new`] until drop.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration<T: Driver> {
+    #[pin]
+    drv: Opaque<bindings::pci_driver>,
+    err_handlers: bindings::pci_error_handlers,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The registration is only touched by the PCI core, which serialises its own accesses, and
+// by `drop`, which has exclusive access.
+unsafe impl<T: Driver> Send for Registration<T> {}
+// SAFETY: `&Registration` exposes nothing.
+unsafe impl<T: Driver> Sync for Registration<T> {}
+
+impl<T: Driver + 'static> Registration<T> {
+    /// Registers the driver for the devices of `ids` (a zero-terminated table that lives as long as
+    /// the module, as a `module_device_table!` table does).
+    pub(crate) fn new(
+        ids: &'static impl kernel::device_id::IdTable<VfioDeviceId, ()>,
+        module: &'static ThisModule,
+    ) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            err_handlers: bindings::pci_error_handlers {
+                reset_done: Some(Self::reset_done_callback),
+                error_detected: Some(bindings::vfio_pci_core_aer_err_detected),
+                ..pin_init::zeroed()
+            },
+            drv <- Opaque::try_ffi_init(|drv: *mut bindings::pci_driver| {
+                // SAFETY: `drv` points to zeroed, pinned storage that is ours until
+                // `__pci_register_driver` succeeds. `err_handlers` is initialised before `drv`
+                // (field order) and is pinned with it, so the pointer stays valid.
+                unsafe {
+                    (*drv).name = T::NAME.as_char_ptr();
+                    (*drv).id_table = ids.as_ptr();
+                    (*drv).probe = Some(Self::probe_callback);
+                    (*drv).remove = Some(Self::remove_callback);
+                    (*drv).driver_managed_dma = true;
+                }
+                Ok(())
+            }),
+            _t: PhantomData,
+        })
+        .pin_chain(|this| {
+            // SAFETY: `this` is pinned, so `err_handlers` has its final address.
+            unsafe { (*this.drv.get()).err_handler = &this.err_handlers };
+            // SAFETY: `drv` is fully initialised and pinned; it is unregistered in `drop`.
+            to_result(unsafe {
+                bindings::__pci_register_driver(
+                    this.drv.get(),
+                    module.as_ptr(),
+                    T::NAME.as_char_ptr(),
+                )
+            })
+        })
+    }
+
+    extern "C" fn probe_callback(
+        pdev: *mut bindings::pci_dev,
+        _id: *const bindings::pci_device_id,
+    ) -> c_int {
+        // SAFETY: The PCI core calls probe with a valid `pci_dev` that stays valid for the call;
+        // `pci::Device` is a transparent wrapper of it, and the call is the probe context `Core`
+        // stands for.
+        let pdev = unsafe { &*pdev.cast::<pci::Device<device::Core<'_>>>() };
+        from_result(|| {
+            // Ownership of the reference moves to drvdata; `remove_callback` takes it back.
+            T::probe(pdev)?.into_drvdata();
+            Ok(0)
+        })
+    }
+
+    extern "C" fn remove_callback(pdev: *mut bindings::pci_dev) {
+        // SAFETY: `remove` is only called after a successful `probe`, which left the registered
+        // device of `T::Data` in drvdata (see `probe_callback`).
+        drop(unsafe { Registered::<T::Data>::from_drvdata(pdev) });
+    }
+
+    extern "C" fn reset_done_callback(pdev: *mut bindings::pci_dev) {
+        // SAFETY: Error handlers are only called for a bound device, whose drvdata holds the
+        // registered device of `T::Data` until `remove` returns.
+        let vdev = unsafe { CoreDevice::<T::Data>::from_drvdata(pdev) };
+        T::reset_done(vdev);
+    }
+}
+
+#[pinned_drop]
+impl<T: Driver> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant `drv` is registered.
+        unsafe { bindings::pci_unregister_driver(self.drv.get()) };
+    }
+}

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Support for the tests that run inside the rig's guest: a kselftest-style TAP harness, access to
+//! the GPU through VFIO (iommufd cdev and legacy group/container), and sysfs and kernel-log checks.
+//!
+//! The tests are static binaries on `vfio-bindings` and `libc`; see tests/README.md for why.
+
+pub mod sys;
+pub mod tap;
+pub mod vfio;
+
+/// The GPU function under test, as the rig places it (q35 root bus, slot 5).
+pub const GPU_BDF: &str = "0000:00:05.0";
+
+/// The driver name both builds of nvgrace-gpu-vfio-pci register.
+pub const DRIVER_NAME: &str = "nvgrace_gpu_vfio_pci";
+
+/// The variant of the GPU model the rig started (`RIG_GPU`: gh200, gb200, gb300 or cxl).
+pub fn rig_gpu() -> String {
+    std::env::var("RIG_GPU").unwrap_or_else(|_| "gh200".into())
+}
+
+/// The driver build the rig bound (`RIG_DRIVER`: rust, upstream or none).
+pub fn rig_driver() -> String {
+    std::env::var("RIG_DRIVER").unwrap_or_else(|_| "none".into())
+}
+
+/// The PCI device ID the model presents for a variant (tests/gpu-model).
+pub fn model_device_id(variant: &str) -> Option<u16> {
+    match variant {
+        "gh200" => Some(0x2342),
+        "gb200" => Some(0x2941),
+        "gb300" | "cxl" => Some(0x31c2),
+        _ => None,
+    }
+}

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! sysfs, module and kernel-log helpers.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+/// The sysfs directory of a PCI function.
+pub fn pci_dir(bdf: &str) -> PathBuf {
+    PathBuf::from("/sys/bus/pci/devices").join(bdf)
+}
+
+/// The name of the driver bound to a PCI function, if any.
+pub fn bound_driver(bdf: &str) -> Option<String> {
+    let link = fs::read_link(pci_dir(bdf).join("driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Reads a sysfs attribute, trimmed.
+pub fn read_attr(path: impl Into<PathBuf>) -> io::Result<String> {
+    let path = path.into();
+    fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Writes a sysfs attribute.
+pub fn write_attr(path: impl Into<PathBuf>, value: &str) -> io::Result<()> {
+    let path = path.into();
+    fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Unbinds a PCI function from its driver, if it has one.
+pub fn unbind(bdf: &str) -> io::Result<()> {
+    if bound_driver(bdf).is_some() {
+        write_attr(pci_dir(bdf).join("driver/unbind"), bdf)?;
+    }
+    Ok(())
+}
+
+/// Removes a module (`delete_module(2)` without O_TRUNC: fails with EBUSY while it is in use).
+pub fn rmmod(name: &str) -> io::Result<()> {
+    let c = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let r = unsafe { libc::syscall(libc::SYS_delete_module, c.as_ptr(), libc::O_NONBLOCK) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a module is loaded.
+pub fn module_loaded(name: &str) -> bool {
+    PathBuf::from("/sys/module").join(name).exists()
+}
+
+/// The kernel log, one record a line (the text of `/dev/kmsg` records).
+pub fn kernel_log() -> io::Result<Vec<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")?;
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                // "prio,seq,time,flags;text\n"
+                if let Some((_, text)) = rec.split_once(';') {
+                    lines.push(text.trim_end().to_string());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // EPIPE: records were overwritten while reading; carry on from the next one.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(lines)
+}
+
+/// Markers of kernel splats: warnings, bugs, oopses, lockdep and KASAN reports, hung tasks.
+const SPLAT_MARKERS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "general protection fault",
+    "Call Trace:",
+    "possible circular locking dependency",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "KASAN:",
+    "UBSAN:",
+    "blocked for more than",
+    "kernel BUG at",
+    "unreferenced object",
+];
+
+/// The kernel log lines that report a splat.
+pub fn splats() -> io::Result<Vec<String>> {
+    Ok(kernel_log()?
+        .into_iter()
+        .filter(|l| SPLAT_MARKERS.iter().any(|m| l.contains(m)))
+        .collect())
+}
