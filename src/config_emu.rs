@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Emulation of the two 64-bit BARs that present the GPU memory, over any config-space access
+//! window. Kernel-free: the host's `cargo test` runs it (tests/unit).
+//!
+//! Reference: `nvgrace_gpu_read_config_emu()` / `nvgrace_gpu_write_config_emu()` of
+//! drivers/vfio/pci/nvgrace-gpu/main.c. resmem owns `PCI_BASE_ADDRESS_2`/`_3` (0x18..0x20),
+//! usemem `PCI_BASE_ADDRESS_4`/`_5` (0x20..0x28); each is one 8-byte little-endian register.
+//!
+//! One deliberate difference: an access that overlaps both emulated BARs emulates both (upstream
+//! emulates only BAR2/3 and lets BAR4/5 read back vfio-pci-core's value of the physical BAR).
+
+/// Config-space offset of BAR2, the low half of the resmem BAR (`PCI_BASE_ADDRESS_2`).
+pub const RESMEM_BAR_OFFSET: u64 = 0x18;
+/// Config-space offset of BAR4, the low half of the usemem BAR (`PCI_BASE_ADDRESS_4`).
+pub const USEMEM_BAR_OFFSET: u64 = 0x20;
+/// Bytes of one emulated 64-bit BAR register pair.
+pub const BAR_BYTES: u64 = 8;
+
+/// The low bits every emulated BAR reads back: 64-bit memory BAR (`PCI_BASE_ADDRESS_MEM_TYPE_64`,
+/// 0x4) that is prefetchable (`PCI_BASE_ADDRESS_MEM_PREFETCH`, 0x8). PCI Local Bus spec r3.0,
+/// 6.2.5.1.
+pub const BAR_FLAGS: u64 = 0x4 | 0x8;
+
+/// One emulated BAR register pair.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmuBar {
+    /// The BAR size in bytes, a power of two.
+    pub bar_size: u64,
+    /// The last value written (both halves), before masking.
+    pub bar_val: u64,
+}
+
+impl EmuBar {
+    /// A BAR of `bar_size` bytes (a power of two) with a zero register, as after open and reset.
+    pub const fn new(bar_size: u64) -> Self {
+        EmuBar { bar_size, bar_val: 0 }
+    }
+
+    /// The value the register pair reads back: the written address bits above the size, and the
+    /// flags (`nvgrace_gpu_get_read_value()`). Writing all-ones therefore reads back the size mask,
+    /// which is how software sizes a BAR.
+    pub fn read_value(&self) -> u64 {
+        (self.bar_val & !(self.bar_size.wrapping_sub(1))) | BAR_FLAGS
+    }
+}
+
+/// Where an access window meets one emulated register: the bytes `[buf_offset, buf_offset + len)`
+/// of the access are the bytes `[reg_offset, reg_offset + len)` of the register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overlap {
+    /// Offset into the access buffer.
+    pub buf_offset: usize,
+    /// Offset into the 8-byte register.
+    pub reg_offset: usize,
+    /// Bytes in common.
+    pub len: usize,
+}
+
+/// The intersection of the access `[pos, pos + count)` with the register at `reg`
+/// (`vfio_pci_core_range_intersect_range()`), if any.
+pub fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
+    let end = pos.checked_add(count as u64)?;
+    let start = pos.max(reg);
+    let stop = end.min(reg + BAR_BYTES);
+    if start >= stop {
+        return None;
+    }
+    Some(Overlap {
+        buf_offset: (start - pos) as usize,
+        reg_offset: (start - reg) as usize,
+        len: (stop - start) as usize,
+    })
+}
+
+/// The emulated BARs of one device, in config-space order: resmem (BAR2/3, absent on parts
+/// without the MIG bug, where BAR2/3 pass through to vfio-pci-core) then usemem (BAR4/5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmuBars {
+    /// The resmem BAR, if the device has resmem.
+    pub resmem: Option<EmuBar>,
+    /// The usemem BAR.
+    pub usemem: EmuBar,
+}
+
+impl EmuBars {
+    fn each_mut(&mut self) -> impl Iterator<Item = (u64, &mut EmuBar)> {
+        self.resmem
+            .as_mut()
+            .map(|b| (RESMEM_BAR_OFFSET, b))
+            .into_iter()
+            .chain(core::iter::once((USEMEM_BAR_OFFSET, &mut self.usemem)))
+    }
+
+    /// Zeroes both registers (on open and on `VFIO_DEVICE_RESET`).
+    pub fn reset(&mut self) {
+        self.each_mut().for_each(|(_, b)| b.bar_val = 0);
+    }
+
+    /// Whether the access `[pos, pos + count)` touches an emulated register.
+    pub fn touches(&self, pos: u64, count: usize) -> bool {
+        let mut copy = *self;
+        let hit = copy.each_mut().any(|(reg, _)| overlap(pos, count, reg).is_some());
+        hit
+    }
+
+    /// Overlays the emulated registers on `buf`, the bytes vfio-pci-core read for the access that
+    /// starts at config offset `pos`.
+    pub fn overlay_read(&mut self, pos: u64, buf: &mut [u8]) {
+        for (reg, bar) in self.each_mut() {
+            if let Some(o) = overlap(pos, buf.len(), reg) {
+                let val = bar.read_value().to_le_bytes();
+                buf[o.buf_offset..o.buf_offset + o.len]
+                    .copy_from_slice(&val[o.reg_offset..o.reg_offset + o.len]);
+            }
+        }
+    }
+
+    /// Stores the parts of the write `buf` at config offset `pos` that land in emulated registers.
+    ///
+    /// Returns the bytes consumed, which is what the write returns, or `None` when the access
+    /// touches no emulated register (it then goes to vfio-pci-core whole). As upstream, bytes of
+    /// the window outside the emulated registers are not written and not counted.
+    pub fn write(&mut self, pos: u64, buf: &[u8]) -> Option<usize> {
+        let mut consumed = None;
+        for (reg, bar) in self.each_mut() {
+            if let Some(o) = overlap(pos, buf.len(), reg) {
+                let mut val = bar.bar_val.to_le_bytes();
+                val[o.reg_offset..o.reg_offset + o.len]
+                    .copy_from_slice(&buf[o.buf_offset..o.buf_offset + o.len]);
+                bar.bar_val = u64::from_le_bytes(val);
+                *consumed.get_or_insert(0) += o.len;
+            }
+        }
+        consumed
+    }
+}

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The driver's kernel-free modules, compiled for the host from the module's own sources, so the
+//! tests exercise exactly the code the kernel runs.
+
+#[path = "../../../src/layout.rs"]
+pub mod layout;
+
+#[path = "../../../src/config_emu.rs"]
+pub mod config_emu;
+
+#[cfg(test)]
+mod tests;
