@@ -9,5 +9,6 @@
 #include <linux/vfio_pci_core.h>
 
 bool nvgrace_helper_vfio_pci_memory_enabled(struct vfio_pci_core_device *vdev);
+void nvgrace_helper_vfio_put_device(struct vfio_device *device);
 
 #endif

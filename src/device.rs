@@ -26,7 +26,7 @@ impl Driver for NvGraceGpu {
     fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self>> {
         let mut vdev = CoreDevice::<Self>::alloc(pdev, &CORE_OPS)?;
         vdev.set_pci_ops(&ops::CORE_PCI_OPS);
-        vdev.init_data(NvGraceGpu)
+        vdev.init_data(Ok(NvGraceGpu))
             .and_then(|v| v.register())
             .inspect_err(|e| {
                 dev_err!(pdev.as_ref(), "cannot register the VFIO device: {:?}\n", e);

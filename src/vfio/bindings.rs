@@ -18,7 +18,8 @@
     improper_ctypes,
     unreachable_pub,
     unsafe_op_in_unsafe_fn,
-    clippy::undocumented_unsafe_blocks
+    clippy::undocumented_unsafe_blocks,
+    unnecessary_transmutes
 )]
 
 pub(crate) use kernel::bindings::*;

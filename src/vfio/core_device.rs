@@ -80,13 +80,14 @@ impl<T> CoreDevice<T> {
         pdev: &pci::Device<device::Core<'_>>,
         ops: &'static DeviceOps,
     ) -> Result<NewDevice<T>> {
-        let dev: &device::Device = pdev.as_ref();
-        // SAFETY: `dev` is a valid device and `ops` a valid static table; the size covers the
+        // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
+        let raw = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        // SAFETY: `raw` is a valid PCI device and `ops` a valid static table; the size covers the
         // core structure at offset 0 as required.
         let vdev = from_err_ptr(unsafe {
             bindings::_vfio_alloc_device(
                 core::mem::size_of::<Allocation<T>>(),
-                dev.as_raw(),
+                &raw mut (*raw).dev,
                 &ops.0,
             )
         })?;
@@ -195,7 +196,7 @@ impl<T> NewDevice<T> {
         // SAFETY: `data` is zeroed, uninitialised storage in our allocation, which never moves
         // (it is pinned until `release`); on success `data_ready` marks it for dropping.
         unsafe {
-            init.__pinned_init((*alloc).data.as_mut_ptr())?;
+            pin_init::raw_try_init((*alloc).data.as_mut_ptr(), init)?;
             (*alloc).data_ready = true;
         }
         Ok(self)
@@ -228,7 +229,7 @@ impl<T> NewDevice<T> {
 impl<T> Drop for NewDevice<T> {
     fn drop(&mut self) {
         // SAFETY: We own one reference (type invariant).
-        unsafe { bindings::vfio_put_device(&raw mut (*self.core()).vdev) };
+        unsafe { bindings::nvgrace_helper_vfio_put_device(&raw mut (*self.core()).vdev) };
     }
 }
 
@@ -272,7 +273,7 @@ impl<T> Drop for Registered<T> {
         // `vfio_pci_core_unregister_device()` waits for every user of the device to go away.
         unsafe {
             bindings::vfio_pci_core_unregister_device(core);
-            bindings::vfio_put_device(&raw mut (*core).vdev);
+            bindings::nvgrace_helper_vfio_put_device(&raw mut (*core).vdev);
         }
     }
 }

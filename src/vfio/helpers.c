@@ -9,3 +9,8 @@ bool nvgrace_helper_vfio_pci_memory_enabled(struct vfio_pci_core_device *vdev)
 {
 	return __vfio_pci_memory_enabled(vdev);
 }
+
+void nvgrace_helper_vfio_put_device(struct vfio_device *device)
+{
+	vfio_put_device(device);
+}

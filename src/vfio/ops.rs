@@ -17,7 +17,7 @@ use super::core_device::PciDeviceOps;
 /// drops the driver state `T`.
 pub(crate) const fn core_ops<T>(name: &'static CStr) -> DeviceOps {
     DeviceOps(bindings::vfio_device_ops {
-        name: name.as_char_ptr().cast_mut(),
+        name: name.as_ptr().cast::<kernel::ffi::c_char>().cast_mut(),
         init: Some(bindings::vfio_pci_core_init_dev),
         release: Some(CoreDevice::<T>::release),
         open_device: Some(core_open_device),

@@ -122,7 +122,7 @@ impl<T: Driver + 'static> Registration<T> {
                     (*drv).remove = Some(Self::remove_callback);
                     (*drv).driver_managed_dma = true;
                 }
-                Ok(())
+                Ok::<(), Error>(())
             }),
             _t: PhantomData,
         })
