@@ -10,3 +10,19 @@
 #include <linux/vfio_pci_core.h>
 
 #include "nvgrace_gpu_helpers.h"
+
+/*
+ * Values of function-like and per-architecture macros, as constants bindgen evaluates (the
+ * kernel's own bindings use the same device, RUST_CONST_HELPER_*).
+ */
+/* ioctl numbers (_IO() macros of include/uapi/linux/vfio.h). */
+const unsigned int NVGRACE_CONST_VFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
+const unsigned int NVGRACE_CONST_VFIO_DEVICE_IOEVENTFD = VFIO_DEVICE_IOEVENTFD;
+/* VMA flags whose definitions are per architecture or macros over bit numbers. */
+const vm_flags_t NVGRACE_CONST_VM_ALLOW_ANY_UNCACHED = VM_ALLOW_ANY_UNCACHED;
+const vm_flags_t NVGRACE_CONST_VM_IO = VM_IO;
+const vm_flags_t NVGRACE_CONST_VM_PFNMAP = VM_PFNMAP;
+const vm_flags_t NVGRACE_CONST_VM_DONTEXPAND = VM_DONTEXPAND;
+const vm_flags_t NVGRACE_CONST_VM_DONTDUMP = VM_DONTDUMP;
+const unsigned int NVGRACE_CONST_PAGE_SHIFT = PAGE_SHIFT;
+

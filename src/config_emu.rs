@@ -11,36 +11,36 @@
 //! emulates only BAR2/3 and lets BAR4/5 read back vfio-pci-core's value of the physical BAR).
 
 /// Config-space offset of BAR2, the low half of the resmem BAR (`PCI_BASE_ADDRESS_2`).
-pub const RESMEM_BAR_OFFSET: u64 = 0x18;
+pub(crate) const RESMEM_BAR_OFFSET: u64 = 0x18;
 /// Config-space offset of BAR4, the low half of the usemem BAR (`PCI_BASE_ADDRESS_4`).
-pub const USEMEM_BAR_OFFSET: u64 = 0x20;
+pub(crate) const USEMEM_BAR_OFFSET: u64 = 0x20;
 /// Bytes of one emulated 64-bit BAR register pair.
-pub const BAR_BYTES: u64 = 8;
+pub(crate) const BAR_BYTES: u64 = 8;
 
 /// The low bits every emulated BAR reads back: 64-bit memory BAR (`PCI_BASE_ADDRESS_MEM_TYPE_64`,
 /// 0x4) that is prefetchable (`PCI_BASE_ADDRESS_MEM_PREFETCH`, 0x8). PCI Local Bus spec r3.0,
 /// 6.2.5.1.
-pub const BAR_FLAGS: u64 = 0x4 | 0x8;
+pub(crate) const BAR_FLAGS: u64 = 0x4 | 0x8;
 
 /// One emulated BAR register pair.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EmuBar {
+pub(crate) struct EmuBar {
     /// The BAR size in bytes, a power of two.
-    pub bar_size: u64,
+    pub(crate) bar_size: u64,
     /// The last value written (both halves), before masking.
-    pub bar_val: u64,
+    pub(crate) bar_val: u64,
 }
 
 impl EmuBar {
     /// A BAR of `bar_size` bytes (a power of two) with a zero register, as after open and reset.
-    pub const fn new(bar_size: u64) -> Self {
+    pub(crate) const fn new(bar_size: u64) -> Self {
         EmuBar { bar_size, bar_val: 0 }
     }
 
     /// The value the register pair reads back: the written address bits above the size, and the
     /// flags (`nvgrace_gpu_get_read_value()`). Writing all-ones therefore reads back the size mask,
     /// which is how software sizes a BAR.
-    pub fn read_value(&self) -> u64 {
+    pub(crate) fn read_value(&self) -> u64 {
         (self.bar_val & !(self.bar_size.wrapping_sub(1))) | BAR_FLAGS
     }
 }
@@ -48,18 +48,18 @@ impl EmuBar {
 /// Where an access window meets one emulated register: the bytes `[buf_offset, buf_offset + len)`
 /// of the access are the bytes `[reg_offset, reg_offset + len)` of the register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Overlap {
+pub(crate) struct Overlap {
     /// Offset into the access buffer.
-    pub buf_offset: usize,
+    pub(crate) buf_offset: usize,
     /// Offset into the 8-byte register.
-    pub reg_offset: usize,
+    pub(crate) reg_offset: usize,
     /// Bytes in common.
-    pub len: usize,
+    pub(crate) len: usize,
 }
 
 /// The intersection of the access `[pos, pos + count)` with the register at `reg`
 /// (`vfio_pci_core_range_intersect_range()`), if any.
-pub fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
+pub(crate) fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
     let end = pos.checked_add(count as u64)?;
     let start = pos.max(reg);
     let stop = end.min(reg + BAR_BYTES);
@@ -73,14 +73,30 @@ pub fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
     })
 }
 
+/// Bytes of an emulated register to place at `buf_offset` in a read buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Patch {
+    /// Offset into the read buffer.
+    pub(crate) buf_offset: usize,
+    bytes: [u8; BAR_BYTES as usize],
+    len: usize,
+}
+
+impl Patch {
+    /// The bytes to place.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// The emulated BARs of one device, in config-space order: resmem (BAR2/3, absent on parts
 /// without the MIG bug, where BAR2/3 pass through to vfio-pci-core) then usemem (BAR4/5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EmuBars {
+pub(crate) struct EmuBars {
     /// The resmem BAR, if the device has resmem.
-    pub resmem: Option<EmuBar>,
+    pub(crate) resmem: Option<EmuBar>,
     /// The usemem BAR.
-    pub usemem: EmuBar,
+    pub(crate) usemem: EmuBar,
 }
 
 impl EmuBars {
@@ -92,28 +108,40 @@ impl EmuBars {
             .chain(core::iter::once((USEMEM_BAR_OFFSET, &mut self.usemem)))
     }
 
+    fn each(&self) -> impl Iterator<Item = (u64, EmuBar)> {
+        self.resmem
+            .map(|b| (RESMEM_BAR_OFFSET, b))
+            .into_iter()
+            .chain(core::iter::once((USEMEM_BAR_OFFSET, self.usemem)))
+    }
+
     /// Zeroes both registers (on open and on `VFIO_DEVICE_RESET`).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.each_mut().for_each(|(_, b)| b.bar_val = 0);
     }
 
-    /// Whether the access `[pos, pos + count)` touches an emulated register.
-    pub fn touches(&self, pos: u64, count: usize) -> bool {
-        let mut copy = *self;
-        let hit = copy.each_mut().any(|(reg, _)| overlap(pos, count, reg).is_some());
-        hit
+    /// The bytes the emulated registers contribute to a read of `count` bytes at config offset
+    /// `pos`: at most one patch per BAR, to lay over what vfio-pci-core read.
+    pub(crate) fn read_patches(&self, pos: u64, count: usize) -> impl Iterator<Item = Patch> {
+        self.each().filter_map(move |(reg, bar)| {
+            overlap(pos, count, reg).map(|o| {
+                let val = bar.read_value().to_le_bytes();
+                let mut bytes = [0u8; BAR_BYTES as usize];
+                bytes[..o.len].copy_from_slice(&val[o.reg_offset..o.reg_offset + o.len]);
+                Patch { buf_offset: o.buf_offset, bytes, len: o.len }
+            })
+        })
     }
 
-    /// Overlays the emulated registers on `buf`, the bytes vfio-pci-core read for the access that
-    /// starts at config offset `pos`.
-    pub fn overlay_read(&mut self, pos: u64, buf: &mut [u8]) {
-        for (reg, bar) in self.each_mut() {
-            if let Some(o) = overlap(pos, buf.len(), reg) {
-                let val = bar.read_value().to_le_bytes();
-                buf[o.buf_offset..o.buf_offset + o.len]
-                    .copy_from_slice(&val[o.reg_offset..o.reg_offset + o.len]);
-            }
-        }
+    /// The part `[start, end)` of a `count`-byte write at `pos` that lands in emulated registers,
+    /// or `None`. Only these bytes of the user buffer need to be read for [`EmuBars::write`].
+    pub(crate) fn write_span(&self, pos: u64, count: usize) -> Option<(usize, usize)> {
+        self.each()
+            .filter_map(|(reg, _)| overlap(pos, count, reg))
+            .fold(None, |acc: Option<(usize, usize)>, o| {
+                let (s, e) = (o.buf_offset, o.buf_offset + o.len);
+                Some(acc.map_or((s, e), |(a, b)| (a.min(s), b.max(e))))
+            })
     }
 
     /// Stores the parts of the write `buf` at config offset `pos` that land in emulated registers.
@@ -121,7 +149,7 @@ impl EmuBars {
     /// Returns the bytes consumed, which is what the write returns, or `None` when the access
     /// touches no emulated register (it then goes to vfio-pci-core whole). As upstream, bytes of
     /// the window outside the emulated registers are not written and not counted.
-    pub fn write(&mut self, pos: u64, buf: &[u8]) -> Option<usize> {
+    pub(crate) fn write(&mut self, pos: u64, buf: &[u8]) -> Option<usize> {
         let mut consumed = None;
         for (reg, bar) in self.each_mut() {
             if let Some(o) = overlap(pos, buf.len(), reg) {

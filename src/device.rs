@@ -1,22 +1,247 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The per-device logic of the driver: probe and reset notification.
+//! One GPU function: probe, open and close, the ioctls and config-space emulation, readiness
+//! after reset, and dma-buf export. The memory paths are in [`crate::mem_access`] and
+//! [`crate::mmap`].
+//!
+//! Reference: drivers/vfio/pci/nvgrace-gpu/main.c (function names in brackets below).
+
+use core::sync::atomic::AtomicBool;
+use core::sync::atomic::Ordering;
 
 use kernel::device;
+use kernel::new_mutex;
 use kernel::pci;
 use kernel::prelude::*;
+use kernel::sync::Mutex;
+use kernel::uaccess::UserPtr;
+use kernel::uaccess::UserSlice;
 
+use crate::config_emu::EmuBar;
+use crate::config_emu::EmuBars;
+use crate::layout::Layout;
+use crate::layout::LayoutError;
+use crate::layout::MemRegion;
+use crate::readiness;
+use crate::readiness::WaitError;
 use crate::vfio::core_device::CoreDevice;
 use crate::vfio::core_device::DeviceOps;
+use crate::vfio::core_device::MemoryReadGuard;
+use crate::vfio::core_device::PciConfig;
+use crate::vfio::core_device::PciDeviceOps;
+use crate::vfio::core_device::ProbeBar0;
 use crate::vfio::core_device::Registered;
+use crate::vfio::kmap::KernelMap;
+use crate::vfio::memory_failure::PfnRange;
 use crate::vfio::ops;
+use crate::vfio::ops::ioctl_cmd;
+use crate::vfio::ops::region_flags;
+use crate::vfio::ops::region_index;
+use crate::vfio::ops::DmabufRequest;
+use crate::vfio::ops::InfoCaps;
+use crate::vfio::ops::RegionInfo;
+use crate::vfio::ops::VariantOps;
+use crate::vfio::ops::OFFSET_SHIFT;
 use crate::vfio::pci::Driver;
+use crate::vfio::time::KernelClock;
+use crate::vfio::vma::PAGE_SHIFT;
+
+/// `PCI_VENDOR_ID_NVIDIA`.
+const PCI_VENDOR_ID_NVIDIA: u16 = 0x10de;
+/// `PCI_VENDOR_ID_CXL`: the CXL consortium's DVSEC vendor ID.
+const PCI_VENDOR_ID_CXL: u16 = 0x1e98;
+/// `PCI_DVSEC_CXL_DEVICE`: DVSEC ID of the CXL Device DVSEC (CXL r4.0 8.1.3).
+const PCI_DVSEC_CXL_DEVICE: u16 = 0;
+/// DVSEC ID of NVIDIA's GPU capability DVSEC (upstream `GPU_CAP_DVSEC_REGISTER`).
+const GPU_CAP_DVSEC_REGISTER: u16 = 3;
+/// Offset of the capability bitmap in that DVSEC (upstream `DVSEC_BITMAP_OFFSET`).
+const DVSEC_BITMAP_OFFSET: u16 = 0xA;
+/// Bitmap bit: MIG works with cached resmem, i.e. the part has the hardware fix (upstream
+/// `MIG_SUPPORTED_WITH_CACHED_RESMEM`).
+const MIG_SUPPORTED_WITH_CACHED_RESMEM: u16 = 1 << 0;
+
+/// The ACPI `_DSD` (or device-tree) properties that describe the GPU memory.
+const MEM_BASE_PROPERTY: &CStr = c"nvidia,gpu-mem-base-pa";
+const MEM_SIZE_PROPERTY: &CStr = c"nvidia,gpu-mem-size";
+
+/// The kernel mappings the `read`/`write` path makes on first use, dropped on close.
+#[derive(Default)]
+pub(crate) struct KernelMaps {
+    pub(crate) usemem: Option<KernelMap>,
+    pub(crate) resmem: Option<KernelMap>,
+}
 
 /// The driver's state for one GPU function.
-pub(crate) struct NvGraceGpu;
+#[pin_data]
+pub(crate) struct NvGraceGpu {
+    /// The GPU memory regions; `None` on the plain vfio-pci-core path (no `_DSD` memory).
+    pub(crate) layout: Option<Layout>,
+    /// Config-space offset of the CXL Device DVSEC; `None`: readiness is read from BAR0.
+    pub(crate) cxl_dvsec: Option<u16>,
+    /// A reset happened: the next access to GPU memory waits for readiness first (set by the
+    /// PCI core's `reset_done`, cleared once the device was seen ready).
+    pub(crate) reset_done: AtomicBool,
+    /// The emulated BAR2..5 registers.
+    #[pin]
+    pub(crate) bars: Mutex<EmuBars>,
+    /// Kernel mappings for `read`/`write` (upstream's `remap_lock` and mappings).
+    #[pin]
+    pub(crate) kmaps: Mutex<KernelMaps>,
+    /// memory-failure registration of usemem.
+    #[pin]
+    usemem_pfns: PfnRange,
+    /// memory-failure registration of resmem.
+    #[pin]
+    resmem_pfns: PfnRange,
+}
 
 /// Upstream's `nvgrace_gpu_pci_core_ops`: plain vfio-pci-core.
 static CORE_OPS: DeviceOps = ops::core_ops::<NvGraceGpu>(c"nvgrace-gpu-vfio-pci-core");
+/// Upstream's `nvgrace_gpu_pci_ops`.
+static NVGRACE_OPS: DeviceOps = ops::variant_ops::<NvGraceGpu>(c"nvgrace-gpu-vfio-pci");
+/// Upstream's `nvgrace_gpu_pci_dev_ops`.
+static NVGRACE_PCI_OPS: PciDeviceOps = ops::variant_pci_ops::<NvGraceGpu>();
+
+/// Which emulated region a VFIO region index is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// BAR4/5, cacheable.
+    Usemem,
+    /// BAR2/3, uncached.
+    Resmem,
+}
+
+impl NvGraceGpu {
+    /// The emulated region behind a VFIO region index, if any (upstream
+    /// `nvgrace_gpu_memregion()`): BAR4 always, BAR2 only with resmem.
+    pub(crate) fn region(&self, index: u64) -> Option<(Which, &MemRegion)> {
+        let layout = self.layout.as_ref()?;
+        match u32::try_from(index).ok()? {
+            region_index::BAR4 => Some((Which::Usemem, &layout.usemem)),
+            region_index::BAR2 => layout.resmem.as_ref().map(|r| (Which::Resmem, r)),
+            _ => None,
+        }
+    }
+}
+
+/// Splits a device-fd offset into the region index and the offset inside the region.
+pub(crate) fn split_pos(pos: i64) -> (u64, u64) {
+    let pos = pos as u64;
+    (pos >> OFFSET_SHIFT, pos & ((1u64 << OFFSET_SHIFT) - 1))
+}
+
+fn wait_errno(e: WaitError) -> Error {
+    match e {
+        WaitError::TimedOut => ETIME,
+        WaitError::Interrupted => EINTR,
+        WaitError::Gone => ENODEV,
+    }
+}
+
+/// Readiness (upstream `nvgrace_gpu_wait_device_ready_*()`, `nvgrace_gpu_check_device_ready()`).
+impl NvGraceGpu {
+    /// Reads the CXL Range 1 Size Low register.
+    fn cxl_status(config: PciConfig<'_>, dvsec: u16) -> u32 {
+        config.read32(dvsec + readiness::CXL_RANGE1_SIZE_LOW)
+    }
+
+    /// Waits for CXL memory to become active, outside `memory_lock` (it may take up to 256 s);
+    /// only after a reset on the CXL path.
+    pub(crate) fn wait_cxl_if_reset(vdev: &CoreDevice<Self>) -> Result {
+        let me = vdev.data();
+        match me.cxl_dvsec {
+            Some(dvsec) if me.reset_done.load(Ordering::Acquire) => {
+                readiness::wait_cxl(&mut KernelClock::new(), || Self::cxl_status(vdev.config(), dvsec))
+                    .map_err(wait_errno)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks, under `memory_lock`, that the GPU is ready after a reset before its memory is
+    /// touched (accesses before that can log harmless corrected RAS events). The legacy path
+    /// polls BAR0 here; the CXL path only tests (`EAGAIN` if not active: wait and retry).
+    pub(crate) fn check_ready(vdev: &CoreDevice<Self>, guard: &MemoryReadGuard<'_, Self>) -> Result {
+        let me = vdev.data();
+        if !me.reset_done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !guard.memory_enabled() {
+            return Err(EIO);
+        }
+        match me.cxl_dvsec {
+            Some(dvsec) => match readiness::cxl_ready(Self::cxl_status(vdev.config(), dvsec)).map_err(wait_errno)? {
+                true => {}
+                false => return Err(EAGAIN),
+            },
+            None => readiness::wait_legacy(&mut KernelClock::new(), || {
+                let c2c = vdev.bar0_read32(readiness::C2C_LINK_BAR0_OFFSET).unwrap_or(0);
+                let hbm = vdev.bar0_read32(readiness::HBM_TRAINING_BAR0_OFFSET).unwrap_or(0);
+                readiness::legacy_ready(c2c, hbm)
+            })
+            .map_err(wait_errno)?,
+        }
+        me.reset_done.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Probe (upstream `nvgrace_gpu_probe()` and helpers).
+impl NvGraceGpu {
+    /// The GPU memory from firmware: `Some((base, size))` in bytes, or `None` (absent properties
+    /// or size 0, which firmware reports when the C2C link is down): plain vfio-pci-core then.
+    fn fetch_memory_property(pdev: &pci::Device<device::Core<'_>>) -> Option<(u64, u64)> {
+        let fwnode = pdev.as_ref().fwnode()?;
+        let base = fwnode.property_read::<u64>(MEM_BASE_PROPERTY).optional()?;
+        let size = fwnode.property_read::<u64>(MEM_SIZE_PROPERTY).optional()?;
+        (size != 0).then_some((base, size))
+    }
+
+    /// Whether the part has the MIG hardware bug: yes unless the NVIDIA GPU capability DVSEC
+    /// says MIG works with cached resmem.
+    fn has_mig_hw_bug(config: PciConfig<'_>) -> bool {
+        match config.find_dvsec(PCI_VENDOR_ID_NVIDIA, GPU_CAP_DVSEC_REGISTER) {
+            Some(dvsec) => config.read16(dvsec + DVSEC_BITMAP_OFFSET) & MIG_SUPPORTED_WITH_CACHED_RESMEM == 0,
+            None => true,
+        }
+    }
+
+    /// Waits for the GPU to be ready before registering it: the CXL DVSEC where there is one
+    /// (up to ~256 s), else BAR0's status registers (up to 30 s; since Grace Blackwell HBM
+    /// training runs after boot, not in UEFI).
+    fn probe_check_ready(pdev: &pci::Device<device::Core<'_>>, cxl: Option<u16>) -> Result {
+        let mut clock = KernelClock::new();
+        match cxl {
+            Some(dvsec) => readiness::wait_cxl(&mut clock, || Self::cxl_status(PciConfig::of(pdev), dvsec))
+                .map_err(wait_errno),
+            None => {
+                let bar0 = ProbeBar0::map(pdev, <Self as Driver>::NAME)?;
+                readiness::wait_legacy(&mut clock, || {
+                    let c2c = bar0.read32(readiness::C2C_LINK_BAR0_OFFSET).unwrap_or(0);
+                    let hbm = bar0.read32(readiness::HBM_TRAINING_BAR0_OFFSET).unwrap_or(0);
+                    readiness::legacy_ready(c2c, hbm)
+                })
+                .map_err(wait_errno)
+            }
+        }
+    }
+
+    fn new(layout: Option<Layout>, cxl_dvsec: Option<u16>) -> impl PinInit<Self, Error> {
+        let bars = EmuBars {
+            resmem: layout.and_then(|l| l.resmem).map(|r| EmuBar::new(r.bar_size)),
+            usemem: EmuBar::new(layout.map_or(0, |l| l.usemem.bar_size)),
+        };
+        try_pin_init!(Self {
+            layout,
+            cxl_dvsec,
+            reset_done: AtomicBool::new(false),
+            bars <- new_mutex!(bars),
+            kmaps <- new_mutex!(KernelMaps::default()),
+            usemem_pfns <- PfnRange::new(),
+            resmem_pfns <- PfnRange::new(),
+        }? Error)
+    }
+}
 
 impl Driver for NvGraceGpu {
     type Data = NvGraceGpu;
@@ -24,14 +249,183 @@ impl Driver for NvGraceGpu {
     const NAME: &'static CStr = c"nvgrace_gpu_vfio_pci";
 
     fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self>> {
-        let mut vdev = CoreDevice::<Self>::alloc(pdev, &CORE_OPS)?;
-        vdev.set_pci_ops(&ops::CORE_PCI_OPS);
-        vdev.init_data(Ok(NvGraceGpu))
-            .and_then(|v| v.register())
-            .inspect_err(|e| {
-                dev_err!(pdev.as_ref(), "cannot register the VFIO device: {:?}\n", e);
-            })
+        let dev = pdev.as_ref();
+        let mem = Self::fetch_memory_property(pdev);
+        let vdev = CoreDevice::<Self>::alloc(pdev, if mem.is_some() { &NVGRACE_OPS } else { &CORE_OPS })?;
+        let config = PciConfig::of(pdev);
+        let cxl_dvsec = config.find_dvsec(PCI_VENDOR_ID_CXL, PCI_DVSEC_CXL_DEVICE);
+
+        Self::probe_check_ready(pdev, cxl_dvsec).inspect_err(|e| {
+            dev_err!(dev, "GPU not ready ({} path): {:?}\n", if cxl_dvsec.is_some() { "CXL DVSEC" } else { "BAR0" }, e);
+        })?;
+
+        let mut vdev = vdev;
+        let layout = match mem {
+            Some((base, size)) => {
+                let bug = Self::has_mig_hw_bug(config);
+                let layout = Layout::new(base, size, bug).map_err(|e| {
+                    dev_err!(dev, "cannot present {size:#x} bytes of GPU memory at {base:#x}: {e:?}\n");
+                    match e {
+                        LayoutError::Overflow => EOVERFLOW,
+                        LayoutError::NoUsemem => EINVAL,
+                    }
+                })?;
+                vdev.set_pci_ops(&NVGRACE_PCI_OPS);
+                Some(layout)
+            }
+            None => {
+                vdev.set_pci_ops(&ops::CORE_PCI_OPS);
+                None
+            }
+        };
+        vdev.init_data(Self::new(layout, cxl_dvsec))?
+            .register()
+            .inspect_err(|e| dev_err!(dev, "cannot register the VFIO device: {:?}\n", e))
     }
 
-    fn reset_done(_vdev: &CoreDevice<Self>) {}
+    fn reset_done(vdev: &CoreDevice<Self>) {
+        // The first access after any reset (FLR, bus reset, AER recovery) waits for readiness.
+        // vfio-pci-core holds memory_lock for writing around its own resets; resets from
+        // elsewhere are not serialised with accesses, hence the atomic.
+        vdev.data().reset_done.store(true, Ordering::Release);
+    }
+}
+
+impl VariantOps for NvGraceGpu {
+    fn open_device(vdev: &CoreDevice<Self>) -> Result {
+        let me = vdev.data();
+        let Some(layout) = me.layout else {
+            return Err(EINVAL);
+        };
+        vdev.enable()?;
+        me.bars.lock().reset();
+        let registered = (|| {
+            // Readiness is read from BAR0, which vfio_pci_core_enable() just mapped.
+            vdev.check_bar0_map()?;
+            if let Some(res) = layout.resmem {
+                tolerate_eopnotsupp(me.resmem_pfns.register(vdev, res.first_pfn(PAGE_SHIFT), res.nr_pages(PAGE_SHIFT)))?;
+            }
+            let use_ = layout.usemem;
+            tolerate_eopnotsupp(me.usemem_pfns.register(vdev, use_.first_pfn(PAGE_SHIFT), use_.nr_pages(PAGE_SHIFT)))
+        })();
+        if let Err(e) = registered {
+            me.resmem_pfns.unregister();
+            me.usemem_pfns.unregister();
+            vdev.disable();
+            dev_err!(vdev.pdev().as_ref(), "open failed: {:?}\n", e);
+            return Err(e);
+        }
+        vdev.finish_enable();
+        Ok(())
+    }
+
+    fn close_device(vdev: &CoreDevice<Self>) {
+        let me = vdev.data();
+        me.resmem_pfns.unregister();
+        me.usemem_pfns.unregister();
+        *me.kmaps.lock() = KernelMaps::default();
+        vdev.close_core();
+    }
+
+    fn ioctl(vdev: &CoreDevice<Self>, cmd: u32, arg: usize) -> isize {
+        match cmd {
+            ioctl_cmd::IOEVENTFD => ENOTTY.to_errno() as isize,
+            ioctl_cmd::RESET => {
+                vdev.data().bars.lock().reset();
+                vdev.core_ioctl(cmd, arg)
+            }
+            _ => vdev.core_ioctl(cmd, arg),
+        }
+    }
+
+    fn region_info(vdev: &CoreDevice<Self>, info: &mut RegionInfo, caps: &mut InfoCaps) -> Result {
+        let Some((_, region)) = vdev.data().region(info.index.into()) else {
+            return vdev.core_region_info(info, caps);
+        };
+        // Only the memory that exists can be mapped: one sparse area, the rest of the
+        // (power-of-two) BAR reads as all-ones.
+        caps.add_sparse_mmap(0, region.memlength)?;
+        info.offset = u64::from(info.index) << OFFSET_SHIFT;
+        info.size = region.bar_size;
+        info.flags = region_flags::READ | region_flags::WRITE | region_flags::MMAP;
+        Ok(())
+    }
+
+    fn read(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+        let (index, _) = split_pos(*pos);
+        if vdev.data().region(index).is_some() {
+            let _pm = vdev.pm_resume()?;
+            return crate::mem_access::read(vdev, buf, count, pos);
+        }
+        if index == region_index::CONFIG.into() {
+            return Self::read_config(vdev, buf, count, pos);
+        }
+        vdev.core_read(buf, count, pos)
+    }
+
+    fn write(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+        let (index, _) = split_pos(*pos);
+        if vdev.data().region(index).is_some() {
+            let _pm = vdev.pm_resume()?;
+            return crate::mem_access::write(vdev, buf, count, pos);
+        }
+        if index == region_index::CONFIG.into() {
+            return Self::write_config(vdev, buf, count, pos);
+        }
+        vdev.core_write(buf, count, pos)
+    }
+
+    fn mmap(vdev: &CoreDevice<Self>, vma: &crate::vfio::vma::Vma) -> Result {
+        crate::mmap::mmap(vdev, vma)
+    }
+
+    fn dmabuf_phys(vdev: &CoreDevice<Self>, req: &mut DmabufRequest) -> Result {
+        // The P2P properties of GPU memory are those of BAR0 (and Grace ignores the caching
+        // attribute programmed in the SMMU), so both regions export with BAR0's provider.
+        match vdev.data().region(req.region_index().into()) {
+            Some((_, r)) => req.fill_with_bar0_provider(vdev, r.memphys, r.memlength),
+            None => req.fill_from_core(vdev),
+        }
+    }
+}
+
+fn tolerate_eopnotsupp(r: Result) -> Result {
+    match r {
+        Err(e) if e == EOPNOTSUPP => Ok(()),
+        r => r,
+    }
+}
+
+/// Config space (upstream `nvgrace_gpu_read_config_emu()`, `nvgrace_gpu_write_config_emu()`).
+impl NvGraceGpu {
+    fn read_config(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+        let (_, offset) = split_pos(*pos);
+        vdev.core_read(buf, count, pos)?;
+        let bars = *vdev.data().bars.lock();
+        for patch in bars.read_patches(offset, count) {
+            let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
+            if dst.writer().write_slice(patch.data()).is_err() {
+                // vfio_pci_core_read() advanced the position; undo it, as upstream does.
+                *pos -= count as i64;
+                return Err(EFAULT);
+            }
+        }
+        Ok(count)
+    }
+
+    fn write_config(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+        let (_, offset) = split_pos(*pos);
+        let mut bars = vdev.data().bars.lock();
+        let Some((start, end)) = bars.write_span(offset, count) else {
+            drop(bars);
+            return vdev.core_write(buf, count, pos);
+        };
+        // At most the two 8-byte registers.
+        let mut data = [0u8; 16];
+        let data = &mut data[..end - start];
+        UserSlice::new(buf.wrapping_byte_add(start), data.len()).reader().read_slice(data)?;
+        let consumed = bars.write(offset + start as u64, data).unwrap_or(0);
+        *pos += consumed as i64;
+        Ok(consumed)
+    }
 }

@@ -17,46 +17,46 @@
 
 /// The memory block size the VM's GPU driver adds usemem to its kernel in: a fixed ABI value
 /// between the GPU firmware and VFIO (upstream `MEMBLK_SIZE`, 512 MiB).
-pub const MEMBLK_SIZE: u64 = 512 << 20;
+pub(crate) const MEMBLK_SIZE: u64 = 512 << 20;
 
 /// The size of the uncached carve-out on parts with the MIG hardware bug (1 GiB, upstream).
-pub const RESMEM_SIZE: u64 = 1 << 30;
+pub(crate) const RESMEM_SIZE: u64 = 1 << 30;
 
 /// One memory region presented as an emulated 64-bit BAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemRegion {
+pub(crate) struct MemRegion {
     /// Host physical address of the region's first byte.
-    pub memphys: u64,
+    pub(crate) memphys: u64,
     /// Bytes of real memory in the region (what can be mapped and accessed).
-    pub memlength: u64,
+    pub(crate) memlength: u64,
     /// The size the BAR reports: `memlength` rounded up to a power of two, in bytes.
-    pub bar_size: u64,
+    pub(crate) bar_size: u64,
 }
 
 impl MemRegion {
     /// The first page frame number of the region, for `page_shift`-bit pages.
-    pub fn first_pfn(&self, page_shift: u32) -> u64 {
+    pub(crate) fn first_pfn(&self, page_shift: u32) -> u64 {
         self.memphys >> page_shift
     }
 
     /// The number of pages of real memory in the region, for `page_shift`-bit pages.
-    pub fn nr_pages(&self, page_shift: u32) -> u64 {
+    pub(crate) fn nr_pages(&self, page_shift: u32) -> u64 {
         self.memlength >> page_shift
     }
 }
 
 /// The regions of one GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// Cacheable memory for the VM's workloads, presented as BAR4/5.
-    pub usemem: MemRegion,
+    pub(crate) usemem: MemRegion,
     /// The uncached carve-out, presented as BAR2/3; `None` on parts without the MIG bug.
-    pub resmem: Option<MemRegion>,
+    pub(crate) resmem: Option<MemRegion>,
 }
 
 /// Why a memory description cannot be presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayoutError {
+pub(crate) enum LayoutError {
     /// An address or size computation overflows (`-EOVERFLOW`), including memory smaller than
     /// the carve-out on parts with the MIG bug.
     Overflow,
@@ -79,7 +79,7 @@ impl Layout {
     /// `memlength` must be non-zero (a zero size means the C2C link is down, which probe rejects
     /// before this). Sizes whose BAR would exceed 2^63 bytes are refused with
     /// [`LayoutError::Overflow`], where upstream's `roundup_pow_of_two()` is undefined.
-    pub fn new(memphys: u64, memlength: u64, mig_hw_bug: bool) -> Result<Self, LayoutError> {
+    pub(crate) fn new(memphys: u64, memlength: u64, mig_hw_bug: bool) -> Result<Self, LayoutError> {
         let carve_out = if mig_hw_bug { RESMEM_SIZE } else { 0 };
         let unrounded = memlength.checked_sub(carve_out).ok_or(LayoutError::Overflow)?;
         let usemem_bar = bar_size(unrounded).ok_or(LayoutError::Overflow)?;

@@ -8,7 +8,12 @@
 //!
 //! Behavioural reference: `drivers/vfio/pci/nvgrace-gpu/main.c`.
 
+mod config_emu;
 mod device;
+mod layout;
+mod mem_access;
+mod mmap;
+mod readiness;
 mod vfio;
 
 use kernel::prelude::*;

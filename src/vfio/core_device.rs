@@ -144,6 +144,97 @@ impl<T> CoreDevice<T> {
         unsafe { self.0.data.assume_init_ref() }
     }
 
+    /// The config space of the device's PCI function.
+    pub(crate) fn config(&self) -> PciConfig<'_> {
+        PciConfig::of(self.pdev())
+    }
+
+    /// The PCI function of the device.
+    pub(crate) fn pdev(&self) -> &pci::Device {
+        // SAFETY: `pdev` is set by `vfio_pci_core_init_dev()` and valid for the device's lifetime;
+        // `pci::Device` is a transparent wrapper of `struct pci_dev`.
+        unsafe { &*(*self.as_raw()).pdev.cast::<pci::Device>() }
+    }
+
+    /// The raw PCI function, for calls into the PCI core.
+    pub(crate) fn pdev_raw(&self) -> *mut bindings::pci_dev {
+        // SAFETY: As in `pdev()`.
+        unsafe { (*self.as_raw()).pdev }
+    }
+
+    /// `vfio_pci_core_enable()`: the first step of opening the device (enables the function,
+    /// maps its BARs). Undone by [`CoreDevice::disable`] or by vfio-pci-core's own close.
+    pub(crate) fn enable(&self) -> Result {
+        // SAFETY: The core device is valid; vfio serialises open and close.
+        to_result(unsafe { bindings::vfio_pci_core_enable(self.as_raw()) })
+    }
+
+    /// `vfio_pci_core_finish_enable()`: the last step of a successful open.
+    pub(crate) fn finish_enable(&self) {
+        // SAFETY: Called after a successful `enable()`, from open.
+        unsafe { bindings::vfio_pci_core_finish_enable(self.as_raw()) }
+    }
+
+    /// `vfio_pci_core_disable()`: undoes [`CoreDevice::enable`] when an open fails after it.
+    pub(crate) fn disable(&self) {
+        // SAFETY: Called after a successful `enable()`, from a failing open.
+        unsafe { bindings::vfio_pci_core_disable(self.as_raw()) }
+    }
+
+    /// `vfio_pci_core_close_device()`: vfio-pci-core's part of closing the device.
+    pub(crate) fn close_core(&self) {
+        // SAFETY: Called from `close_device` of an opened device.
+        unsafe { bindings::vfio_pci_core_close_device(self.as_vdev()) }
+    }
+
+    /// Whether vfio-pci-core mapped BAR0 (`vfio_pci_core_get_iomap()`): `Ok` between enable and
+    /// disable. Returns `ENODEV` (with a warning from vfio-pci-core) otherwise.
+    pub(crate) fn check_bar0_map(&self) -> Result {
+        // SAFETY: The core device is valid.
+        let io = unsafe { bindings::nvgrace_helper_vfio_pci_core_get_iomap(self.as_raw(), 0) };
+        from_err_ptr(io).map(|_| ())
+    }
+
+    /// Reads the 32-bit BAR0 register at `offset` bytes through vfio-pci-core's mapping.
+    ///
+    /// Returns `ENODEV` when BAR0 is not mapped (the device is not open) and `EINVAL` when the
+    /// register is outside BAR0.
+    pub(crate) fn bar0_read32(&self, offset: usize) -> Result<u32> {
+        // SAFETY: The core device is valid; `barmap[0]` is set by `vfio_pci_core_enable()` and
+        // cleared by disable, which vfio does not run while a file operation is in progress.
+        let io = unsafe { (*self.as_raw()).barmap[0] };
+        if io.is_null() {
+            return Err(ENODEV);
+        }
+        if offset.checked_add(4).is_none_or(|end| end as u64 > self.pdev().resource_len(0).unwrap_or(0)) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `io` maps all of BAR0 (vfio-pci-core maps whole BARs) and the register lies
+        // inside it.
+        Ok(unsafe { bindings::nvgrace_helper_ioread32(io.byte_add(offset)) })
+    }
+
+    /// Takes `memory_lock` for reading: the lock vfio-pci-core holds for writing while the
+    /// device's memory is disabled or being reset.
+    pub(crate) fn memory_read_lock(&self) -> MemoryReadGuard<'_, T> {
+        // SAFETY: `memory_lock` is initialised by `vfio_pci_core_init_dev()`.
+        unsafe { bindings::down_read(&raw mut (*self.as_raw()).memory_lock) };
+        // INVARIANT: The lock was just taken for reading.
+        MemoryReadGuard { dev: self }
+    }
+
+    /// Resumes the device from runtime suspend and holds it resumed until the guard is dropped
+    /// (`pm_runtime_resume_and_get()`). Returns `EIO` when it cannot be resumed, as upstream.
+    pub(crate) fn pm_resume(&self) -> Result<PmGuard<'_, T>> {
+        // SAFETY: The PCI device is valid.
+        let r = unsafe { bindings::nvgrace_helper_pm_runtime_resume_and_get(&raw mut (*self.pdev_raw()).dev) };
+        if r != 0 {
+            return Err(EIO);
+        }
+        // INVARIANT: The usage count was raised.
+        Ok(PmGuard { dev: self })
+    }
+
     /// The `release` callback for [`DeviceOps`] tables of this `T`: drops the driver state, then
     /// lets vfio-pci-core release its part. vfio frees the allocation afterwards.
     ///
@@ -275,6 +366,163 @@ impl<T> Drop for Registered<T> {
             bindings::vfio_pci_core_unregister_device(core);
             bindings::nvgrace_helper_vfio_put_device(&raw mut (*core).vdev);
         }
+    }
+}
+
+/// Config-space access to a PCI function, through the PCI core's accessors.
+#[derive(Clone, Copy)]
+pub(crate) struct PciConfig<'a> {
+    pdev: *mut bindings::pci_dev,
+    _pdev: PhantomData<&'a pci::Device>,
+}
+
+impl<'a> PciConfig<'a> {
+    /// The config space of `pdev`.
+    pub(crate) fn of<Ctx: device::DeviceContext>(pdev: &'a pci::Device<Ctx>) -> Self {
+        // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
+        let pdev = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        PciConfig { pdev, _pdev: PhantomData }
+    }
+
+    /// Reads a 16-bit register (`pci_read_config_word()`); all-ones on failure, as the PCI core
+    /// reports it.
+    pub(crate) fn read16(&self, offset: u16) -> u16 {
+        let mut val = 0u16;
+        // SAFETY: The PCI device is valid for `'a` and `val` is a valid destination.
+        unsafe { bindings::pci_read_config_word(self.pdev, offset.into(), &mut val) };
+        val
+    }
+
+    /// Reads a 32-bit register (`pci_read_config_dword()`); all-ones on failure.
+    pub(crate) fn read32(&self, offset: u16) -> u32 {
+        let mut val = 0u32;
+        // SAFETY: As in `read16`.
+        unsafe { bindings::pci_read_config_dword(self.pdev, offset.into(), &mut val) };
+        val
+    }
+
+    /// The offset of the Designated Vendor-Specific Extended Capability with this DVSEC vendor
+    /// and ID (`pci_find_dvsec_capability()`), if the function has one.
+    pub(crate) fn find_dvsec(&self, vendor: u16, id: u16) -> Option<u16> {
+        // SAFETY: The PCI device is valid for `'a`.
+        let pos = unsafe { bindings::pci_find_dvsec_capability(self.pdev, vendor, id) };
+        (pos != 0).then_some(pos)
+    }
+}
+
+/// BAR0 of a PCI function mapped for the probe-time readiness check, before vfio-pci-core owns
+/// the function (upstream `nvgrace_gpu_probe_check_device_ready()`): the function enabled, BAR0
+/// requested and mapped, all undone on drop.
+///
+/// # Invariants
+///
+/// `io` maps all of BAR0 of `pdev`, which is enabled and whose BAR0 region is requested.
+pub(crate) struct ProbeBar0<'a> {
+    pdev: *mut bindings::pci_dev,
+    io: NonNull<kernel::ffi::c_void>,
+    len: u64,
+    _pdev: PhantomData<&'a pci::Device>,
+}
+
+impl<'a> ProbeBar0<'a> {
+    /// Enables `pdev`, requests its BAR0 under `name` and maps it. Returns the error of
+    /// `pci_enable_device()` or `pci_request_selected_regions()`, or `ENOMEM` if mapping fails.
+    pub(crate) fn map(pdev: &'a pci::Device<device::Core<'_>>, name: &'static CStr) -> Result<Self> {
+        // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
+        let raw = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        let len = pdev.resource_len(0)?;
+        // SAFETY: `raw` is the device being probed; each step is undone in reverse on failure.
+        unsafe {
+            to_result(bindings::pci_enable_device(raw))?;
+            if let Err(e) = to_result(bindings::pci_request_selected_regions(raw, 1 << 0, name.as_char_ptr())) {
+                bindings::pci_disable_device(raw);
+                return Err(e);
+            }
+            let Some(io) = NonNull::new(bindings::pci_iomap(raw, 0, 0)) else {
+                bindings::pci_release_selected_regions(raw, 1 << 0);
+                bindings::pci_disable_device(raw);
+                return Err(ENOMEM);
+            };
+            // INVARIANT: Enabled, requested and mapped.
+            Ok(ProbeBar0 { pdev: raw, io, len, _pdev: PhantomData })
+        }
+    }
+
+    /// Reads the 32-bit register at `offset` bytes; `EINVAL` outside BAR0.
+    pub(crate) fn read32(&self, offset: usize) -> Result<u32> {
+        if (offset as u64).checked_add(4).is_none_or(|end| end > self.len) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `io` maps BAR0 (type invariant) and the register lies inside it.
+        Ok(unsafe { bindings::nvgrace_helper_ioread32(self.io.as_ptr().byte_add(offset)) })
+    }
+}
+
+impl Drop for ProbeBar0<'_> {
+    fn drop(&mut self) {
+        // SAFETY: Undoes `map` (type invariant).
+        unsafe {
+            bindings::pci_iounmap(self.pdev, self.io.as_ptr());
+            bindings::pci_release_selected_regions(self.pdev, 1 << 0);
+            bindings::pci_disable_device(self.pdev);
+        }
+    }
+}
+
+/// `memory_lock` of a core device held for reading.
+///
+/// # Invariants
+///
+/// The guard holds `dev`'s `memory_lock` for reading.
+pub(crate) struct MemoryReadGuard<'a, T> {
+    dev: &'a CoreDevice<T>,
+}
+
+impl<T> MemoryReadGuard<'_, T> {
+    /// Whether the device decodes memory (`__vfio_pci_memory_enabled()`: PCI_COMMAND_MEMORY set
+    /// and the function not in a low-power state).
+    pub(crate) fn memory_enabled(&self) -> bool {
+        // SAFETY: The lock is held (type invariant), as the helper requires.
+        unsafe { bindings::nvgrace_helper_vfio_pci_memory_enabled(self.dev.as_raw()) }
+    }
+
+    /// Whether vfio-pci-core has put the device in runtime low power on user request.
+    pub(crate) fn pm_runtime_engaged(&self) -> bool {
+        // SAFETY: `pm_runtime_engaged` changes only under `memory_lock` held for writing; we hold
+        // it for reading.
+        unsafe { (*self.dev.as_raw()).pm_runtime_engaged }
+    }
+
+    /// Inserts `pfn` at the faulting address with `vfio_pci_vmf_insert_pfn()`, which checks
+    /// again that memory is enabled; returns its `vm_fault_t`.
+    pub(crate) fn insert_pfn(&self, fault: &super::vma::Fault, pfn: u64, order: u32) -> u32 {
+        // SAFETY: `memory_lock` is held as vfio-pci-core requires; `fault` is a live fault.
+        unsafe {
+            bindings::vfio_pci_vmf_insert_pfn(self.dev.as_raw(), fault.as_raw(), pfn as _, order)
+        }
+    }
+}
+
+impl<T> Drop for MemoryReadGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: The lock is held for reading (type invariant).
+        unsafe { bindings::up_read(&raw mut (*self.dev.as_raw()).memory_lock) };
+    }
+}
+
+/// A runtime-PM usage reference on the device.
+///
+/// # Invariants
+///
+/// The guard owns one usage count of `dev`'s PCI device.
+pub(crate) struct PmGuard<'a, T> {
+    dev: &'a CoreDevice<T>,
+}
+
+impl<T> Drop for PmGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: We own one usage count (type invariant).
+        unsafe { bindings::nvgrace_helper_pm_runtime_put(&raw mut (*self.dev.pdev_raw()).dev) };
     }
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * C helpers for the static inline functions and macros of the VFIO headers, which Rust cannot call
- * directly. Each is a one-line forwarder; the logic stays in Rust.
+ * C helpers for the static inline functions and macros the driver needs (see
+ * include/nvgrace_gpu_helpers.h). Each is a one-line forwarder; the logic stays in Rust.
  */
 #include "nvgrace_gpu_helpers.h"
 
@@ -13,4 +13,46 @@ bool nvgrace_helper_vfio_pci_memory_enabled(struct vfio_pci_core_device *vdev)
 void nvgrace_helper_vfio_put_device(struct vfio_device *device)
 {
 	vfio_put_device(device);
+}
+
+void __iomem *nvgrace_helper_vfio_pci_core_get_iomap(struct vfio_pci_core_device *vdev,
+						     unsigned int bar)
+{
+	return vfio_pci_core_get_iomap(vdev, bar);
+}
+
+u32 nvgrace_helper_ioread32(const void __iomem *addr)
+{
+	return ioread32(addr);
+}
+
+void __iomem *nvgrace_helper_ioremap_wc(phys_addr_t offset, size_t size)
+{
+	return ioremap_wc(offset, size);
+}
+
+int nvgrace_helper_pm_runtime_resume_and_get(struct device *dev)
+{
+	return pm_runtime_resume_and_get(dev);
+}
+
+void nvgrace_helper_pm_runtime_put(struct device *dev)
+{
+	pm_runtime_put(dev);
+}
+
+void nvgrace_helper_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags)
+{
+	vm_flags_set(vma, flags);
+}
+
+void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma)
+{
+	vma->vm_page_prot = pgprot_writecombine(vma->vm_page_prot);
+}
+
+bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
+					 unsigned long pfn, unsigned int order)
+{
+	return is_aligned_for_order(vma, addr, pfn, order);
 }

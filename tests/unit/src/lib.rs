@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The driver's kernel-free modules, compiled for the host from the module's own sources, so the
-//! tests exercise exactly the code the kernel runs.
+//! tests exercise exactly the code the kernel runs. Outside `cargo test` nothing uses them.
+
+#![cfg_attr(not(test), allow(dead_code))]
 
 #[path = "../../../src/layout.rs"]
 pub mod layout;
@@ -9,5 +11,11 @@ pub mod layout;
 #[path = "../../../src/config_emu.rs"]
 pub mod config_emu;
 
+#[path = "../../../src/readiness.rs"]
+pub mod readiness;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod readiness_tests;

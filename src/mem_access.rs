@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `read` and `write` of the emulated BARs (upstream `nvgrace_gpu_read_mem()`,
+//! `nvgrace_gpu_write_mem()`).
+//!
+//! The BAR is a power of two while the memory behind it may not be: accesses starting at or
+//! beyond the BAR size fail with `EINVAL`, the part beyond the BAR size is clipped, and the part
+//! between the memory's end and the BAR's end reads as all-ones and drops writes.
+
+use kernel::prelude::*;
+use kernel::uaccess::UserPtr;
+use kernel::uaccess::UserSlice;
+
+use crate::device::split_pos;
+use crate::device::NvGraceGpu;
+use crate::device::Which;
+use crate::vfio::core_device::CoreDevice;
+use crate::vfio::kmap::Caching;
+use crate::vfio::kmap::KernelMap;
+
+/// The bytes of an access that reach memory, after clipping at the BAR: `(count, mem_count)`,
+/// with `mem_count <= count`. `EINVAL` when the access starts at or beyond the BAR.
+fn clip(offset: u64, count: usize, memlength: u64, bar_size: u64) -> Result<(usize, usize)> {
+    if offset >= bar_size {
+        return Err(EINVAL);
+    }
+    let count = (count as u64).min(bar_size - offset);
+    let mem_count = if offset >= memlength { 0 } else { count.min(memlength - offset) };
+    Ok((count as usize, mem_count as usize))
+}
+
+/// Runs `f` on the region's kernel mapping, made on first use (upstream
+/// `nvgrace_gpu_map_device_mem()`): usemem write-back, resmem write-combining.
+fn with_kmap<R>(vdev: &CoreDevice<NvGraceGpu>, which: Which, f: impl FnOnce(&KernelMap) -> Result<R>) -> Result<R> {
+    let me = vdev.data();
+    let layout = me.layout.as_ref().ok_or(EINVAL)?;
+    let mut maps = me.kmaps.lock();
+    let (slot, region, caching) = match which {
+        Which::Usemem => (&mut maps.usemem, &layout.usemem, Caching::WriteBack),
+        Which::Resmem => (&mut maps.resmem, layout.resmem.as_ref().ok_or(EINVAL)?, Caching::WriteCombine),
+    };
+    if slot.is_none() {
+        *slot = Some(KernelMap::new(region.memphys, region.memlength, caching)?);
+    }
+    match slot {
+        Some(map) => f(map),
+        None => Err(ENOMEM),
+    }
+}
+
+/// Bytes of 0xFF written at a time to fill the part of a read beyond the memory.
+const FILL_CHUNK: usize = 64;
+
+/// `read` of an emulated BAR: `count` bytes at `*pos` into `buf`. Returns the bytes read and
+/// advances `*pos`.
+pub(crate) fn read(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+    let (index, offset) = split_pos(*pos);
+    let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
+    let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
+
+    NvGraceGpu::wait_cxl_if_reset(vdev)?;
+    {
+        let guard = vdev.memory_read_lock();
+        NvGraceGpu::check_ready(vdev, &guard)?;
+        if mem_count > 0 {
+            with_kmap(vdev, which, |map| map.read_to_user(vdev, offset, buf, mem_count))?;
+        }
+    }
+
+    let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
+    let ones = [0xFFu8; FILL_CHUNK];
+    while !writer.is_empty() {
+        let n = writer.len().min(FILL_CHUNK);
+        writer.write_slice(&ones[..n])?;
+    }
+    *pos += count as i64;
+    Ok(count)
+}
+
+/// `write` of an emulated BAR: `count` bytes from `buf` to `*pos`. Returns the bytes consumed
+/// (including dropped ones) and advances `*pos`.
+pub(crate) fn write(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+    let (index, offset) = split_pos(*pos);
+    let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
+    let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
+
+    // Writes wholly beyond the memory are dropped without a readiness check, as upstream.
+    if mem_count > 0 {
+        NvGraceGpu::wait_cxl_if_reset(vdev)?;
+        let guard = vdev.memory_read_lock();
+        NvGraceGpu::check_ready(vdev, &guard)?;
+        with_kmap(vdev, which, |map| map.write_from_user(vdev, offset, buf, mem_count))?;
+    }
+    *pos += count as i64;
+    Ok(count)
+}

@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `mmap` of the emulated BARs and their faults (upstream `nvgrace_gpu_mmap()`,
+//! `nvgrace_gpu_vfio_pci_huge_fault()`), and the PFN-to-offset lookup of memory-failure
+//! (upstream `nvgrace_gpu_pfn_to_vma_pgoff()`).
+//!
+//! The mapping is PFN-based and filled on fault, with PMD or PUD entries where the address and
+//! the PFN are aligned for them, so that a reset can zap it and the next fault can wait for the
+//! GPU to be ready.
+
+use kernel::prelude::*;
+
+use crate::device::NvGraceGpu;
+use crate::device::Which;
+use crate::vfio::core_device::CoreDevice;
+use crate::vfio::ops::OFFSET_SHIFT;
+use crate::vfio::vma;
+use crate::vfio::vma::fault_result;
+use crate::vfio::vma::vm_flags;
+use crate::vfio::vma::Fault;
+use crate::vfio::vma::FaultHandler;
+use crate::vfio::vma::Vma;
+use crate::vfio::vma::VmOps;
+use crate::vfio::vma::PAGE_SHIFT;
+
+/// The VMA operations of the emulated BARs; also what identifies our VMAs.
+static MMAP_OPS: VmOps<NvGraceGpu> = vma::vm_ops::<NvGraceGpu>();
+
+/// Bits of a VMA's page offset that are the offset inside the region (the rest is the index).
+const PGOFF_IN_REGION_MASK: u64 = (1u64 << (OFFSET_SHIFT - PAGE_SHIFT)) - 1;
+
+/// The VFIO region index a VMA maps.
+fn vma_index(vma: &Vma) -> u64 {
+    vma.pgoff() >> (OFFSET_SHIFT - PAGE_SHIFT)
+}
+
+/// The VMA's first page, counted from the start of its region.
+fn vma_pgoff_in_region(vma: &Vma) -> u64 {
+    vma.pgoff() & PGOFF_IN_REGION_MASK
+}
+
+/// `mmap` of the device fd.
+pub(crate) fn mmap(vdev: &CoreDevice<NvGraceGpu>, vma: &Vma) -> Result {
+    let Some((which, region)) = vdev.data().region(vma_index(vma)) else {
+        return vdev.core_mmap(vma);
+    };
+    let req_len = vma.end().checked_sub(vma.start()).ok_or(EOVERFLOW)?;
+    let end = (vma_pgoff_in_region(vma) << PAGE_SHIFT).checked_add(req_len).ok_or(EOVERFLOW)?;
+    if end > region.memlength {
+        return Err(EINVAL);
+    }
+    vma.set_flags(vm_flags::IO | vm_flags::PFNMAP | vm_flags::DONTEXPAND | vm_flags::DONTDUMP);
+    if which == Which::Resmem {
+        // resmem needs Normal-NC: write-combining here, and VM_ALLOW_ANY_UNCACHED tells KVM it
+        // may map it Normal-NC at stage 2 too (uncontained failures on such accesses are not a
+        // concern for this device).
+        vma.set_flags(vm_flags::ALLOW_ANY_UNCACHED);
+        vma.set_writecombine();
+    }
+    vma.set_ops(&MMAP_OPS, vdev);
+    Ok(())
+}
+
+impl FaultHandler for NvGraceGpu {
+    fn vm_ops() -> &'static VmOps<Self> {
+        &MMAP_OPS
+    }
+
+    fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> u32 {
+        let vma = fault.vma();
+        let Some((_, region)) = vdev.data().region(vma_index(vma)) else {
+            return fault_result::SIGBUS;
+        };
+        let addr = fault.address() & !((1u64 << (PAGE_SHIFT + order)) - 1);
+        let page_in_vma = (addr.wrapping_sub(vma.start())) >> PAGE_SHIFT;
+        let pfn = (region.memphys >> PAGE_SHIFT) + vma_pgoff_in_region(vma) + page_in_vma;
+        if !fault.aligned_for_order(addr, pfn, order) {
+            return fault_result::FALLBACK;
+        }
+        // Fail early, under memory_lock, rather than wait for readiness of a device that user
+        // space put in low power; the check under the lock below catches any later change.
+        if vdev.memory_read_lock().pm_runtime_engaged() {
+            return fault_result::SIGBUS;
+        }
+        loop {
+            // The CXL wait may take minutes, so it runs outside memory_lock.
+            if NvGraceGpu::wait_cxl_if_reset(vdev).is_err() {
+                return fault_result::SIGBUS;
+            }
+            let guard = vdev.memory_read_lock();
+            if guard.pm_runtime_engaged() {
+                return fault_result::SIGBUS;
+            }
+            match NvGraceGpu::check_ready(vdev, &guard) {
+                Ok(()) => return guard.insert_pfn(fault, pfn, order),
+                // A reset raced with the wait: wait again rather than fail.
+                Err(e) if e == EAGAIN => continue,
+                Err(_) => return fault_result::SIGBUS,
+            }
+        }
+    }
+
+    fn pfn_to_pgoff(vdev: &CoreDevice<Self>, vma: &Vma, pfn: u64) -> Result<u64> {
+        let (_, region) = vdev.data().region(vma_index(vma)).ok_or(EINVAL)?;
+        let first = region.first_pfn(PAGE_SHIFT);
+        if pfn < first || pfn >= first + region.nr_pages(PAGE_SHIFT) {
+            return Err(EFAULT);
+        }
+        let in_region = pfn - first;
+        let vma_first = vma_pgoff_in_region(vma);
+        // The page lies before this VMA's window of the region.
+        if in_region < vma_first {
+            return Err(EFAULT);
+        }
+        Ok(vma.pgoff() + (in_region - vma_first))
+    }
+}

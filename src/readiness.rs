@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! When the GPU is ready after boot and after a reset, and how long to wait for it.
+//! Kernel-free: the waits take the clock and the register reads as arguments, so the host's
+//! `cargo test` runs them with a fake clock (tests/unit).
+//!
+//! Reference: `nvgrace_gpu_wait_device_ready_legacy()`, `nvgrace_gpu_wait_device_ready_cxl()`
+//! and `cxl_mem_active_timeout_ms()` of drivers/vfio/pci/nvgrace-gpu/main.c.
+//!
+//! One deliberate difference: upstream sleeps a full second between polls, so a device that is
+//! ready a few milliseconds after the first failed poll still costs a second. Here the interval
+//! starts at 1 ms and grows with the time already waited ([`poll_interval_ms`]) up to the same
+//! second, within the same budgets; the waits stay interruptible by fatal signals.
+
+/// BAR0 register with the status of the CPU-GPU chip-to-chip (C2C) coherent link (upstream
+/// `C2C_LINK_BAR0_OFFSET`).
+pub(crate) const C2C_LINK_BAR0_OFFSET: usize = 0x1498;
+/// BAR0 register with the status of HBM training (upstream `HBM_TRAINING_BAR0_OFFSET`).
+pub(crate) const HBM_TRAINING_BAR0_OFFSET: usize = 0x200BC;
+/// The value both status registers read when ready (upstream `STATUS_READY`).
+pub(crate) const STATUS_READY: u32 = 0xFF;
+/// How long the legacy (BAR0) path waits, in ms (upstream `POLL_TIMEOUT_MS`).
+pub(crate) const LEGACY_TIMEOUT_MS: u64 = 30_000;
+/// The longest interval between polls, in ms (upstream `POLL_QUANTUM_MS`, its only interval).
+pub(crate) const MAX_POLL_INTERVAL_MS: u64 = 1_000;
+/// CXL: Memory_Info_Valid must be set within 1 s of reset (CXL r4.0 8.1.3.8.2), in ms.
+pub(crate) const CXL_MEM_INFO_VALID_TIMEOUT_MS: u64 = 1_000;
+
+/// Offset of the CXL Device DVSEC's Range 1 Size Low register from the DVSEC (CXL r4.0
+/// 8.1.3.8.2; `PCI_DVSEC_CXL_RANGE_SIZE_LOW(0)`).
+pub(crate) const CXL_RANGE1_SIZE_LOW: u16 = 0x1C;
+/// Range 1 Size Low: Memory_Info_Valid, bit 0 (`PCI_DVSEC_CXL_MEM_INFO_VALID`).
+pub(crate) const CXL_MEM_INFO_VALID: u32 = 1 << 0;
+/// Range 1 Size Low: Memory_Active, bit 1 (`PCI_DVSEC_CXL_MEM_ACTIVE`).
+pub(crate) const CXL_MEM_ACTIVE: u32 = 1 << 1;
+/// Range 1 Size Low: Memory_Active_Timeout, bits 15:13 (`PCI_DVSEC_CXL_MEM_ACTIVE_TIMEOUT`).
+pub(crate) const CXL_MEM_ACTIVE_TIMEOUT_SHIFT: u32 = 13;
+
+/// Why a wait ended without the device being ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitError {
+    /// The budget ran out (`-ETIME`).
+    TimedOut,
+    /// A fatal signal interrupted the sleep (`-EINTR`).
+    Interrupted,
+    /// Config space reads all-ones: the device is gone (`-ENODEV`).
+    Gone,
+}
+
+/// What the waits need from the kernel: a millisecond clock and an interruptible sleep.
+pub(crate) trait Clock {
+    /// Monotonic time in ms.
+    fn now_ms(&mut self) -> u64;
+    /// Sleeps `ms`; `Err` when a fatal signal interrupted the sleep.
+    fn sleep_ms(&mut self, ms: u64) -> Result<(), WaitError>;
+}
+
+/// The interval before the next poll, in ms, after waiting `waited_ms`: a sixteenth of the time
+/// waited, at least 1 ms, at most [`MAX_POLL_INTERVAL_MS`]. The delay added to a device's own
+/// readiness time is thus at most ~6% of it (and at most 1 s), while a 30 s wait polls ~130 times.
+pub(crate) fn poll_interval_ms(waited_ms: u64) -> u64 {
+    (waited_ms / 16).clamp(1, MAX_POLL_INTERVAL_MS)
+}
+
+/// Whether the two BAR0 status registers say the GPU is ready.
+pub(crate) fn legacy_ready(c2c_link: u32, hbm_training: u32) -> bool {
+    c2c_link == STATUS_READY && hbm_training == STATUS_READY
+}
+
+/// Polls `ready` until it returns true, for at most [`LEGACY_TIMEOUT_MS`].
+pub(crate) fn wait_legacy(clock: &mut impl Clock, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
+    let start = clock.now_ms();
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        let waited = clock.now_ms().saturating_sub(start);
+        if waited > LEGACY_TIMEOUT_MS {
+            return Err(WaitError::TimedOut);
+        }
+        clock.sleep_ms(poll_interval_ms(waited))?;
+    }
+}
+
+/// The Memory_Active timeout a Range 1 Size Low value announces, in ms: 1 s << (2 * field),
+/// 000b = 1 s ... 100b = 256 s; reserved encodings (101b-111b) count as 256 s.
+pub(crate) fn cxl_mem_active_timeout_ms(status: u32) -> u64 {
+    let field = (status >> CXL_MEM_ACTIVE_TIMEOUT_SHIFT) & 0x7;
+    1_000 << (2 * field.min(4))
+}
+
+/// The readiness a CXL Range 1 Size Low value reports: `Ok(true)` ready (valid and active),
+/// `Ok(false)` not yet, `Err(Gone)` when the read returned all-ones.
+pub(crate) fn cxl_ready(status: u32) -> Result<bool, WaitError> {
+    if status == !0 {
+        return Err(WaitError::Gone);
+    }
+    Ok(status & CXL_MEM_INFO_VALID != 0 && status & CXL_MEM_ACTIVE != 0)
+}
+
+/// Polls the CXL Range 1 Size Low register (`read`) until the memory is valid and active:
+/// Memory_Info_Valid within [`CXL_MEM_INFO_VALID_TIMEOUT_MS`], then Memory_Active within the
+/// timeout the register announces.
+pub(crate) fn wait_cxl(clock: &mut impl Clock, mut read: impl FnMut() -> u32) -> Result<(), WaitError> {
+    let start = clock.now_ms();
+    let mut deadline = start + CXL_MEM_INFO_VALID_TIMEOUT_MS;
+    let mut active_phase = false;
+    loop {
+        let status = read();
+        if cxl_ready(status)? {
+            return Ok(());
+        }
+        let now = clock.now_ms();
+        if !active_phase && status & CXL_MEM_INFO_VALID != 0 {
+            deadline = now + cxl_mem_active_timeout_ms(status);
+            active_phase = true;
+        }
+        if now > deadline {
+            return Err(WaitError::TimedOut);
+        }
+        clock.sleep_ms(poll_interval_ms(now - start))?;
+    }
+}

@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel mappings of GPU memory, for the `read`/`write` path: usemem is cacheable system memory
+//! (`memremap(MEMREMAP_WB)`), resmem is mapped write-combining (`ioremap_wc()`: Normal-NC on
+//! arm64), as upstream's `nvgrace_gpu_map_device_mem()` does.
+//!
+//! C header: [`include/linux/io.h`](srctree/include/linux/io.h)
+
+use core::ptr::NonNull;
+
+use kernel::ffi::c_void;
+use kernel::prelude::*;
+use kernel::uaccess::UserPtr;
+
+use super::bindings;
+use super::core_device::CoreDevice;
+
+/// How a region is mapped into the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Caching {
+    /// Write-back cacheable (usemem).
+    WriteBack,
+    /// Write-combining, uncached (resmem).
+    WriteCombine,
+}
+
+/// A kernel mapping of `len` bytes of physical memory.
+///
+/// # Invariants
+///
+/// `addr` maps `len` bytes with `caching`, from `memremap()` for write-back or `ioremap_wc()`
+/// for write-combining, until drop.
+pub(crate) struct KernelMap {
+    addr: NonNull<c_void>,
+    len: usize,
+    caching: Caching,
+}
+
+// SAFETY: The mapping is plain kernel virtual memory, usable from any thread.
+unsafe impl Send for KernelMap {}
+// SAFETY: Accesses go through copy routines that tolerate concurrent access (the memory is also
+// mapped to user space, which the driver cannot stop from writing it).
+unsafe impl Sync for KernelMap {}
+
+impl KernelMap {
+    /// Maps `len` bytes at physical address `phys`. Returns `ENOMEM` when the mapping fails.
+    pub(crate) fn new(phys: u64, len: u64, caching: Caching) -> Result<Self> {
+        let len = usize::try_from(len).map_err(|_| EOVERFLOW)?;
+        // SAFETY: Mapping physical memory has no preconditions; failure returns NULL.
+        let addr = unsafe {
+            match caching {
+                Caching::WriteBack => bindings::memremap(phys as _, len, bindings::MEMREMAP_WB as _),
+                Caching::WriteCombine => bindings::nvgrace_helper_ioremap_wc(phys as _, len),
+            }
+        };
+        // INVARIANT: A non-NULL `addr` maps the memory with `caching`.
+        Ok(KernelMap { addr: NonNull::new(addr).ok_or(ENOMEM)?, len, caching })
+    }
+
+    fn check(&self, offset: u64, count: usize) -> Result<usize> {
+        let offset = usize::try_from(offset).map_err(|_| EINVAL)?;
+        match offset.checked_add(count) {
+            Some(end) if end <= self.len => Ok(offset),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// Copies `count` bytes at `offset` into user memory at `buf`: a plain copy for write-back
+    /// memory, vfio-pci-core's MMIO copy (accesses of up to 8 bytes) for write-combining.
+    ///
+    /// Returns `EFAULT` for a bad user buffer and `EINVAL` outside the mapping.
+    pub(crate) fn read_to_user<T>(&self, vdev: &CoreDevice<T>, offset: u64, buf: UserPtr, count: usize) -> Result {
+        let off = self.check(offset, count)?;
+        match self.caching {
+            Caching::WriteBack => {
+                // SAFETY: `off + count` lies inside the mapping (checked); `buf` is a user
+                // pointer, which `copy_to_user` checks.
+                let left = unsafe { bindings::copy_to_user(buf.as_mut_ptr(), self.addr.as_ptr().byte_add(off), count as _) };
+                if left != 0 {
+                    return Err(EFAULT);
+                }
+            }
+            Caching::WriteCombine => {
+                // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
+                unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false)? };
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `count` bytes from user memory at `buf` to `offset`; as [`KernelMap::read_to_user`].
+    pub(crate) fn write_from_user<T>(&self, vdev: &CoreDevice<T>, offset: u64, buf: UserPtr, count: usize) -> Result {
+        let off = self.check(offset, count)?;
+        match self.caching {
+            Caching::WriteBack => {
+                // SAFETY: As in `read_to_user`.
+                let left = unsafe { bindings::copy_from_user(self.addr.as_ptr().byte_add(off), buf.as_const_ptr(), count as _) };
+                if left != 0 {
+                    return Err(EFAULT);
+                }
+            }
+            Caching::WriteCombine => {
+                // SAFETY: As in `read_to_user`.
+                unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true)? };
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KernelMap {
+    fn drop(&mut self) {
+        // SAFETY: `addr` came from the matching mapping call (type invariant).
+        unsafe {
+            match self.caching {
+                Caching::WriteBack => bindings::memunmap(self.addr.as_ptr()),
+                Caching::WriteCombine => bindings::iounmap(self.addr.as_ptr()),
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! VMAs of the device fd and their fault handling: the `vm_operations_struct` of the emulated
+//! BARs, with trampolines into a [`FaultHandler`].
+//!
+//! `kernel::mm::virt::VmaNew` cannot set what a PFN-mapped BAR needs (VM_PFNMAP, the page
+//! protection, `vm_ops` and private data), so this module wraps `vm_area_struct` itself.
+//!
+//! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h)
+
+use core::marker::PhantomData;
+
+use kernel::ffi::c_int;
+use kernel::ffi::c_uint;
+use kernel::ffi::c_ulong;
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+use super::bindings;
+use super::core_device::CoreDevice;
+
+/// `PAGE_SHIFT` of the architecture: pages are `1 << PAGE_SHIFT` bytes.
+pub(crate) const PAGE_SHIFT: u32 = bindings::NVGRACE_CONST_PAGE_SHIFT;
+
+/// `vm_fault_t` values (enum vm_fault_reason, include/linux/mm_types.h).
+pub(crate) mod fault_result {
+    use super::bindings;
+    /// Deliver SIGBUS to the faulting task.
+    pub(crate) const SIGBUS: u32 = bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    /// The huge mapping cannot be made; the core retries with a smaller order.
+    pub(crate) const FALLBACK: u32 = bindings::vm_fault_reason_VM_FAULT_FALLBACK;
+}
+
+/// VMA flags (include/linux/mm.h), as `vm_flags_set()` takes them.
+pub(crate) mod vm_flags {
+    use super::bindings;
+    /// Memory-mapped I/O or similar: no core dumps of it, no `get_user_pages()`.
+    pub(crate) const IO: u64 = bindings::NVGRACE_CONST_VM_IO as u64;
+    /// Pages are raw PFNs without `struct page`.
+    pub(crate) const PFNMAP: u64 = bindings::NVGRACE_CONST_VM_PFNMAP as u64;
+    /// `mremap()` may not grow the mapping.
+    pub(crate) const DONTEXPAND: u64 = bindings::NVGRACE_CONST_VM_DONTEXPAND as u64;
+    /// Not included in core dumps.
+    pub(crate) const DONTDUMP: u64 = bindings::NVGRACE_CONST_VM_DONTDUMP as u64;
+    /// The hypervisor may map it with any uncached attribute (NORMAL_NC on arm64 KVM stage 2);
+    /// 0 on architectures without the notion.
+    pub(crate) const ALLOW_ANY_UNCACHED: u64 = bindings::NVGRACE_CONST_VM_ALLOW_ANY_UNCACHED as u64;
+}
+
+/// A VMA of the device fd.
+///
+/// # Invariants
+///
+/// Wraps a valid `vm_area_struct` that the caller's context (the mmap or fault path, or the
+/// memory-failure walk under the mapping's lock) keeps alive and stable for the borrow.
+#[repr(transparent)]
+pub(crate) struct Vma(Opaque<bindings::vm_area_struct>);
+
+impl Vma {
+    /// # Safety
+    ///
+    /// `vma` must be valid for `'a` and not be changed concurrently except through this wrapper
+    /// (true in `mmap`, in fault handlers and in `pfn_to_vma_pgoff`).
+    pub(crate) unsafe fn from_raw<'a>(vma: *mut bindings::vm_area_struct) -> &'a Self {
+        // SAFETY: By the safety requirements; `Vma` is transparent.
+        unsafe { &*vma.cast::<Self>() }
+    }
+
+    pub(crate) fn as_raw(&self) -> *mut bindings::vm_area_struct {
+        self.0.get()
+    }
+
+    /// The first user address of the mapping.
+    pub(crate) fn start(&self) -> u64 {
+        // SAFETY: The VMA is valid (type invariant).
+        unsafe { (*self.as_raw()).__bindgen_anon_1.__bindgen_anon_1.vm_start as u64 }
+    }
+
+    /// The end (exclusive) of the mapping.
+    pub(crate) fn end(&self) -> u64 {
+        // SAFETY: The VMA is valid (type invariant).
+        unsafe { (*self.as_raw()).__bindgen_anon_1.__bindgen_anon_1.vm_end as u64 }
+    }
+
+    /// The file offset of the mapping, in pages.
+    pub(crate) fn pgoff(&self) -> u64 {
+        // SAFETY: The VMA is valid (type invariant).
+        unsafe { (*self.as_raw()).vm_pgoff as u64 }
+    }
+
+    /// Adds `flags` ([`vm_flags`]) to the VMA; only while setting it up in `mmap`.
+    pub(crate) fn set_flags(&self, flags: u64) {
+        // SAFETY: The VMA is valid and being set up (mmap holds the mmap lock for writing).
+        unsafe { bindings::nvgrace_helper_vm_flags_set(self.as_raw(), flags as _) }
+    }
+
+    /// Makes the mapping write-combining (`pgprot_writecombine()`: Normal-NC on arm64).
+    pub(crate) fn set_writecombine(&self) {
+        // SAFETY: As in `set_flags`.
+        unsafe { bindings::nvgrace_helper_vma_set_writecombine(self.as_raw()) }
+    }
+
+    /// Routes the VMA's faults to `ops` with `vdev` as context; only in `mmap`. The device
+    /// outlives the VMA: the VMA holds a reference to the device file.
+    pub(crate) fn set_ops<T>(&self, ops: &'static VmOps<T>, vdev: &CoreDevice<T>) {
+        // SAFETY: As in `set_flags`.
+        unsafe {
+            (*self.as_raw()).vm_ops = &ops.ops;
+            (*self.as_raw()).vm_private_data = vdev.as_raw().cast();
+        }
+    }
+
+    /// The device of a VMA set up with [`Vma::set_ops`] and `ops`, or `None` for any other VMA
+    /// of the device fd (for example a BAR0 mapping made by vfio-pci-core).
+    pub(crate) fn device<T>(&self, ops: &'static VmOps<T>) -> Option<&CoreDevice<T>> {
+        // SAFETY: The VMA is valid (type invariant).
+        let (vm_ops, private) = unsafe { ((*self.as_raw()).vm_ops, (*self.as_raw()).vm_private_data) };
+        if !core::ptr::eq(vm_ops, &ops.ops) {
+            return None;
+        }
+        // SAFETY: Only `set_ops` installs `ops`, with a device of `T` as private data, which the
+        // VMA keeps alive.
+        Some(unsafe { CoreDevice::from_vdev(private.cast()) })
+    }
+}
+
+/// A page fault on a VMA set up with [`Vma::set_ops`].
+///
+/// # Invariants
+///
+/// Wraps the `vm_fault` of a fault in progress.
+#[repr(transparent)]
+pub(crate) struct Fault(Opaque<bindings::vm_fault>);
+
+impl Fault {
+    pub(crate) fn as_raw(&self) -> *mut bindings::vm_fault {
+        self.0.get()
+    }
+
+    /// The faulting user address.
+    pub(crate) fn address(&self) -> u64 {
+        // SAFETY: The fault is in progress (type invariant).
+        unsafe { (*self.as_raw()).__bindgen_anon_1.address as u64 }
+    }
+
+    /// The faulting VMA.
+    pub(crate) fn vma(&self) -> &Vma {
+        // SAFETY: The fault path holds the VMA (mmap or VMA lock) for the fault's duration.
+        unsafe { Vma::from_raw((*self.as_raw()).__bindgen_anon_1.vma) }
+    }
+
+    /// Whether a mapping of `order` (pages: 0, PMD or PUD order) at `addr` for `pfn` fits the VMA
+    /// and the PFN alignment (`is_aligned_for_order()`).
+    pub(crate) fn aligned_for_order(&self, addr: u64, pfn: u64, order: u32) -> bool {
+        // SAFETY: The VMA is valid for the fault.
+        unsafe {
+            bindings::nvgrace_helper_is_aligned_for_order(
+                self.vma().as_raw(),
+                addr as c_ulong,
+                pfn as c_ulong,
+                order,
+            )
+        }
+    }
+}
+
+/// What a driver does on faults and memory-failure lookups in its VMAs.
+pub(crate) trait FaultHandler: Sized + Send + Sync + 'static {
+    /// The driver's table (built with [`vm_ops`]); identifies its VMAs.
+    fn vm_ops() -> &'static VmOps<Self>;
+
+    /// A fault of `order` (0 for a page, else the PMD or PUD order); returns a `vm_fault_t`.
+    fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> u32;
+
+    /// The file page offset at which `vma` maps `pfn`, for memory-failure to find the address
+    /// to signal; `EFAULT` when the VMA does not map it.
+    fn pfn_to_pgoff(vdev: &CoreDevice<Self>, vma: &Vma, pfn: u64) -> Result<u64>;
+}
+
+/// A `vm_operations_struct` for the VMAs of a driver `T`.
+#[repr(transparent)]
+pub(crate) struct VmOps<T> {
+    ops: bindings::vm_operations_struct,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The table is immutable and holds only function pointers.
+unsafe impl<T> Sync for VmOps<T> {}
+
+unsafe extern "C" fn fault<T: FaultHandler>(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: The MM calls this with a fault in progress on a VMA set up by `Vma::set_ops`.
+    unsafe { huge_fault::<T>(vmf, 0) }
+}
+
+unsafe extern "C" fn huge_fault<T: FaultHandler>(vmf: *mut bindings::vm_fault, order: c_uint) -> bindings::vm_fault_t {
+    // SAFETY: As in `fault`.
+    let fault = unsafe { &*vmf.cast::<Fault>() };
+    match fault.vma().device(T::vm_ops()) {
+        Some(vdev) => T::huge_fault(vdev, fault, order),
+        None => fault_result::SIGBUS,
+    }
+}
+
+/// The `pfn_to_vma_pgoff` callback of a driver's PFN ranges: upstream's
+/// `nvgrace_gpu_pfn_to_vma_pgoff()` contract: `ENOENT` for VMAs that are not ours.
+///
+/// # Safety
+///
+/// Only memory-failure may call this, for a VMA of the device fd's mapping, under its lock.
+pub(crate) unsafe extern "C" fn pfn_to_vma_pgoff<T: FaultHandler>(
+    vma: *mut bindings::vm_area_struct,
+    pfn: c_ulong,
+    pgoff: *mut c_ulong,
+) -> c_int {
+    // SAFETY: By the safety requirements.
+    let vma = unsafe { Vma::from_raw(vma) };
+    let Some(vdev) = vma.device(T::vm_ops()) else {
+        return ENOENT.to_errno();
+    };
+    match T::pfn_to_pgoff(vdev, vma, pfn as u64) {
+        Ok(off) => {
+            // SAFETY: `pgoff` is the caller's output slot.
+            unsafe { *pgoff = off as c_ulong };
+            0
+        }
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// The table for `T`: `.fault` and, where the architecture maps huge PFNs, `.huge_fault`.
+pub(crate) const fn vm_ops<T: FaultHandler>() -> VmOps<T> {
+    VmOps {
+        ops: bindings::vm_operations_struct {
+            fault: Some(fault::<T>),
+            #[cfg(CONFIG_ARCH_SUPPORTS_HUGE_PFNMAP)]
+            huge_fault: Some(huge_fault::<T>),
+            ..pin_init::zeroed()
+        },
+        _t: PhantomData,
+    }
+}

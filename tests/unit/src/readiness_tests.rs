@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The readiness waits against a fake clock.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::readiness::*;
+
+/// A clock that advances only when slept on; the device model reads the same time.
+struct FakeClock {
+    now: Rc<Cell<u64>>,
+    /// Fail the sleep (fatal signal) once the clock reaches this.
+    kill_at: Option<u64>,
+}
+
+impl FakeClock {
+    fn ms(&self) -> u64 {
+        self.now.get()
+    }
+}
+
+impl Clock for FakeClock {
+    fn now_ms(&mut self) -> u64 {
+        self.now.get()
+    }
+    fn sleep_ms(&mut self, ms: u64) -> Result<(), WaitError> {
+        assert!((1..=MAX_POLL_INTERVAL_MS).contains(&ms), "interval {ms} ms out of range");
+        self.now.set(self.now.get() + ms);
+        match self.kill_at {
+            Some(t) if self.now.get() >= t => Err(WaitError::Interrupted),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn clock() -> FakeClock {
+    FakeClock { now: Rc::new(Cell::new(0)), kill_at: None }
+}
+
+/// Waits for a device that becomes ready at `ready_at` ms; returns the outcome, the time it was
+/// noticed and the number of polls.
+fn detect(ready_at: u64) -> (Result<(), WaitError>, u64, u32) {
+    let mut c = clock();
+    let now = c.now.clone();
+    let mut polls = 0;
+    let r = wait_legacy(&mut c, || {
+        polls += 1;
+        now.get() >= ready_at
+    });
+    (r, c.ms(), polls)
+}
+
+#[test]
+fn ready_at_once_costs_nothing() {
+    assert_eq!(detect(0), (Ok(()), 0, 1));
+}
+
+#[test]
+fn overhead_is_small_at_the_delays_that_matter() {
+    for ready_at in [10, 150, 500, 1_000, 5_000] {
+        let (r, t, _) = detect(ready_at);
+        assert_eq!(r, Ok(()));
+        let overhead = t - ready_at;
+        // Upstream detects at the next whole second: 1000 - ready_at for these.
+        assert!(overhead <= ready_at / 16 + 1, "ready at {ready_at} ms detected at {t} ms");
+    }
+}
+
+#[test]
+fn legacy_budget_is_thirty_seconds() {
+    let (r, t, polls) = detect(u64::MAX);
+    assert_eq!(r, Err(WaitError::TimedOut));
+    assert!(t > LEGACY_TIMEOUT_MS && t <= LEGACY_TIMEOUT_MS + MAX_POLL_INTERVAL_MS, "gave up at {t} ms");
+    assert!(polls < 200, "{polls} polls");
+}
+
+#[test]
+fn fatal_signal_interrupts() {
+    let mut c = FakeClock { kill_at: Some(50), ..clock() };
+    assert_eq!(wait_legacy(&mut c, || false), Err(WaitError::Interrupted));
+    assert!(c.ms() < 100);
+}
+
+#[test]
+fn interval_schedule() {
+    assert_eq!(poll_interval_ms(0), 1);
+    assert_eq!(poll_interval_ms(160), 10);
+    assert_eq!(poll_interval_ms(16_000), 1_000);
+    assert_eq!(poll_interval_ms(u64::MAX), 1_000);
+}
+
+#[test]
+fn cxl_timeout_field() {
+    let t = |f: u32| cxl_mem_active_timeout_ms(f << CXL_MEM_ACTIVE_TIMEOUT_SHIFT);
+    assert_eq!([t(0), t(1), t(2), t(3), t(4), t(5), t(7)], [1_000, 4_000, 16_000, 64_000, 256_000, 256_000, 256_000]);
+}
+
+#[test]
+fn cxl_waits() {
+    let valid = CXL_MEM_INFO_VALID;
+    let active = CXL_MEM_INFO_VALID | CXL_MEM_ACTIVE;
+    // Ready at once.
+    assert_eq!(wait_cxl(&mut clock(), || active), Ok(()));
+    // All-ones: gone.
+    assert_eq!(wait_cxl(&mut clock(), || !0), Err(WaitError::Gone));
+    // Never valid: gives up after ~1 s.
+    let mut c = clock();
+    assert_eq!(wait_cxl(&mut c, || 0), Err(WaitError::TimedOut));
+    assert!(c.ms() > 1_000 && c.ms() < 1_200, "{}", c.ms());
+    // Valid but never active, timeout field 1 (4 s): gives up after ~4 s.
+    let mut c = clock();
+    assert_eq!(wait_cxl(&mut c, || valid | (1 << CXL_MEM_ACTIVE_TIMEOUT_SHIFT)), Err(WaitError::TimedOut));
+    assert!(c.ms() > 4_000 && c.ms() < 4_400, "{}", c.ms());
+}
