@@ -5,6 +5,10 @@
 //!
 //! The tests are static binaries on `vfio-bindings` and `libc`; see tests/README.md for why.
 
+pub mod differences;
+#[allow(dead_code)]
+#[path = "../../../src/layout.rs"]
+mod layout;
 pub mod sys;
 pub mod tap;
 pub mod vfio;
@@ -33,4 +37,35 @@ pub fn model_device_id(variant: &str) -> Option<u16> {
         "gb300" | "cxl" => Some(0x31c2),
         _ => None,
     }
+}
+
+/// The aperture base the rig puts in the `_DSD` (scripts/vm-run).
+pub const APERTURE_BASE: u64 = 0x2000_0000;
+
+/// One emulated region as the driver should present it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// Host physical address of its first byte.
+    pub memphys: u64,
+    /// Bytes of memory behind it.
+    pub memlength: u64,
+    /// The BAR size, a power of two.
+    pub bar_size: u64,
+}
+
+/// The regions the driver should present for the rig's GPU, computed with the driver's own
+/// layout code (src/layout.rs): `(usemem, resmem)`. `None` when there is no `_DSD` memory or the
+/// layout is invalid (probe fails then).
+pub fn expected_regions() -> Option<(Region, Option<Region>)> {
+    if std::env::var("RIG_DSD").ok().as_deref() == Some("0") {
+        return None;
+    }
+    let size: u64 = std::env::var("RIG_MEM_SIZE").ok()?.parse().ok()?;
+    if size == 0 {
+        return None;
+    }
+    let bug = rig_gpu() == "gh200";
+    let l = layout::Layout::new(APERTURE_BASE, size, bug).ok()?;
+    let conv = |r: layout::MemRegion| Region { memphys: r.memphys, memlength: r.memlength, bar_size: r.bar_size };
+    Some((conv(l.usemem), l.resmem.map(conv)))
 }

@@ -253,6 +253,66 @@ impl Device {
         Ok(b)
     }
 
+    /// Reads `buf.len()` config-space bytes at `offset`, as one pread.
+    pub fn config_pread(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd.read_at(buf, ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset)
+    }
+
+    /// Writes `buf` to config space at `offset`, as one pwrite.
+    pub fn config_pwrite(&self, offset: u64, buf: &[u8]) -> io::Result<usize> {
+        self.fd.write_at(buf, ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset)
+    }
+
+    /// Reads a little-endian 64-bit config-space value.
+    pub fn config_read64(&self, offset: u64) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(self.config_read::<8>(offset)?))
+    }
+
+    /// Reads a 32-bit config-space register.
+    pub fn config_read32(&self, offset: u64) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(self.config_read::<4>(offset)?))
+    }
+
+    /// Writes a little-endian value of `N` bytes to config space, checking the count.
+    pub fn config_write<const N: usize>(&self, offset: u64, val: [u8; N]) -> io::Result<()> {
+        let n = self.config_pwrite(offset, &val)?;
+        if n != N {
+            return Err(io::Error::other(format!("config write at {offset:#x}: {n} of {N} bytes")));
+        }
+        Ok(())
+    }
+
+    /// `VFIO_DEVICE_RESET`.
+    pub fn reset(&self) -> io::Result<()> {
+        ioctl_val(&self.fd, ioctl::VFIO_DEVICE_RESET, 0).map(|_| ())
+    }
+
+    /// `VFIO_DEVICE_GET_REGION_INFO` with a caller-chosen `argsz` (at least the fixed part):
+    /// returns the fixed part and the raw bytes the kernel wrote (capabilities follow the fixed
+    /// part when `argsz` is large enough). Errors keep their errno.
+    pub fn region_info_raw(&self, index: u32, argsz: u32) -> io::Result<(uapi::vfio_region_info, Vec<u8>)> {
+        let fixed = size_of::<uapi::vfio_region_info>();
+        let len = (argsz as usize).max(fixed);
+        // u64 storage keeps the structure aligned.
+        let mut buf = vec![0u64; len.div_ceil(8)];
+        let info = buf.as_mut_ptr().cast::<uapi::vfio_region_info>();
+        // SAFETY: `buf` is large and aligned enough for the fixed part.
+        unsafe {
+            (*info).argsz = argsz;
+            (*info).index = index;
+        }
+        // SAFETY: The kernel writes at most `argsz` bytes, which `buf` holds.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), ioctl::VFIO_DEVICE_GET_REGION_INFO, info) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: The fixed part was written by the kernel (or by us above).
+        let fixed_part = unsafe { std::ptr::read(info) };
+        // SAFETY: `buf` holds `len` initialised bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) }.to_vec();
+        Ok((fixed_part, bytes))
+    }
+
     /// Reads a 16-bit config-space register.
     pub fn config_read16(&self, offset: u64) -> io::Result<u16> {
         Ok(u16::from_le_bytes(self.config_read::<2>(offset)?))

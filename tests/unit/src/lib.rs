@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The driver's kernel-free modules, compiled for the host from the module's own sources, so the
-//! tests exercise exactly the code the kernel runs. Outside `cargo test` nothing uses them.
+//! tests exercise exactly the code the kernel runs. Some items are used only by the kernel glue.
 
-#![cfg_attr(not(test), allow(dead_code))]
+#![allow(dead_code)]
 
 #[path = "../../../src/layout.rs"]
 pub mod layout;

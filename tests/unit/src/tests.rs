@@ -237,3 +237,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn region_pfns() {
+    let l = Layout::new(0x2000_0000, 0x6000_0000, true).unwrap();
+    assert_eq!((l.usemem.first_pfn(12), l.usemem.nr_pages(12)), (0x20000, 0x20000));
+    let r = l.resmem.unwrap();
+    assert_eq!((r.first_pfn(12), r.nr_pages(12)), (0x40000, 0x40000));
+    // 64 KiB pages (arm64 option).
+    assert_eq!((r.first_pfn(16), r.nr_pages(16)), (0x4000, 0x4000));
+}

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Config-space emulation of the BARs that present GPU memory (upstream
+//! `nvgrace_gpu_read_config_emu()`/`_write_config_emu()`): read-back and sizing of BAR2..5,
+//! access widths and straddling, resets, and that writes never reach the device.
+
+use nvgrace_guest_tests::check;
+use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::differences::build;
+use nvgrace_guest_tests::differences::Build;
+use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap::Failure;
+use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::Region;
+use nvgrace_guest_tests::GPU_BDF;
+
+/// `PCI_BASE_ADDRESS_2` and `PCI_BASE_ADDRESS_4`.
+const BAR2: u64 = 0x18;
+const BAR4: u64 = 0x20;
+/// 64-bit, prefetchable memory BAR.
+const FLAGS: u64 = 0xC;
+/// The physical BAR2 of the GPU model: 64-bit prefetchable, 32 MiB (tests/gpu-model).
+const MODEL_BAR2_SIZE: u64 = 32 << 20;
+
+fn read_back(bar_size: u64, written: u64) -> u64 {
+    (written & !(bar_size - 1)) | FLAGS
+}
+
+/// The model's access-log lines written since `from` bytes into the log.
+fn model_log_since(from: u64) -> std::io::Result<Vec<String>> {
+    let log = std::fs::read_to_string("/mnt/model/access.log")?;
+    Ok(log.get(from as usize..).unwrap_or("").lines().map(str::to_string).collect())
+}
+
+fn model_log_len() -> u64 {
+    std::fs::metadata("/mnt/model/access.log").map(|m| m.len()).unwrap_or(0)
+}
+
+/// A config write the model saw at `0x18..0x28` (the BAR2..5 registers).
+fn bar_writes(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("cfg-write"))
+        .filter(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("off=0x"))
+                .and_then(|o| u64::from_str_radix(o, 16).ok())
+                .is_some_and(|o| (0x18..0x28).contains(&o))
+        })
+        .cloned()
+        .collect()
+}
+
+fn regions() -> Result<(Region, Option<Region>), Failure> {
+    expected_regions().ok_or_else(|| Failure::Skip("no GPU memory described (RIG_DSD/RIG_MEM_SIZE)".into()))
+}
+
+fn main() {
+    let mut t = Harness::new(12);
+    let (usemem, resmem) = match expected_regions() {
+        Some(r) => r,
+        None => {
+            t.diag("no _DSD memory: the BARs are not emulated");
+            (Region { memphys: 0, memlength: 0, bar_size: 0 }, None)
+        }
+    };
+    let dev = match Device::open_iommufd(GPU_BDF) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("Bail out! cannot open {GPU_BDF}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let log_start = model_log_len();
+
+    t.test("bars_read_flags_after_open", || {
+        regions()?;
+        check_eq!(dev.config_read64(BAR4)?, FLAGS, "BAR4/5 after open");
+        match resmem {
+            Some(_) => check_eq!(dev.config_read64(BAR2)?, FLAGS, "BAR2/3 after open"),
+            None => {}
+        }
+        Ok(())
+    });
+
+    t.test("bar_sizing_32bit_halves", || {
+        regions()?;
+        for (bar, size) in [(BAR4, Some(usemem.bar_size)), (BAR2, resmem.map(|r| r.bar_size))] {
+            let Some(size) = size else { continue };
+            dev.config_write(bar, 0xffff_ffffu32.to_le_bytes())?;
+            dev.config_write(bar + 4, 0xffff_ffffu32.to_le_bytes())?;
+            check_eq!(dev.config_read32(bar)?, read_back(size, !0) as u32, "low half at {bar:#x}");
+            check_eq!(dev.config_read32(bar + 4)?, (read_back(size, !0) >> 32) as u32, "high half at {bar:#x}");
+            // Program an address; read back the address bits plus flags.
+            let addr = 0x0000_0040_0000_0000u64;
+            dev.config_write(bar, (addr as u32).to_le_bytes())?;
+            dev.config_write(bar + 4, ((addr >> 32) as u32).to_le_bytes())?;
+            check_eq!(dev.config_read64(bar)?, read_back(size, addr), "programmed BAR at {bar:#x}");
+        }
+        Ok(())
+    });
+
+    t.test("access_widths_1_2_4_8", || {
+        regions()?;
+        let val = 0x1234_5678_9abc_def0u64;
+        dev.config_write(BAR4, val.to_le_bytes())?;
+        let want = read_back(usemem.bar_size, val).to_le_bytes();
+        for width in [1usize, 2, 4, 8] {
+            for start in (0..8).step_by(width) {
+                let mut b = vec![0u8; width];
+                let n = dev.config_pread(BAR4 + start as u64, &mut b)?;
+                check_eq!(n, width, "read count, {width} bytes at +{start}");
+                check_eq!(b.as_slice(), &want[start..start + width], "{width} bytes at BAR4+{start}");
+            }
+        }
+        // Byte-wise writes build the same register.
+        for (i, byte) in (!0u64).to_le_bytes().iter().enumerate() {
+            dev.config_write(BAR4 + i as u64, [*byte])?;
+        }
+        check_eq!(dev.config_read64(BAR4)?, read_back(usemem.bar_size, !0), "after byte-wise sizing");
+        Ok(())
+    });
+
+    t.test("straddling_and_64_byte_reads", || {
+        regions()?;
+        dev.config_write(BAR4, 0xffff_ffff_ffff_ffffu64.to_le_bytes())?;
+        let mut header = [0u8; 64];
+        check_eq!(dev.config_pread(0, &mut header)?, 64usize, "64-byte read");
+        check_eq!(u16::from_le_bytes([header[0], header[1]]), 0x10deu16, "vendor in the 64-byte read");
+        // A read that starts inside BAR3 and ends inside BAR4. Difference 1: upstream stops at the
+        // BAR2/3 range (emulated or not), so the BAR4 bytes read the absent physical BAR: 0.
+        let mut b = [0u8; 4];
+        dev.config_pread(BAR4 - 2, &mut b)?;
+        let bar4 = read_back(usemem.bar_size, !0).to_le_bytes();
+        let want = match build() {
+            Some(Build::Upstream) => [0u8; 2],
+            _ => [bar4[0], bar4[1]],
+        };
+        check_eq!(&b[2..], &want[..], "BAR4 bytes of a read straddling 0x20 ({:?})", build());
+        // Difference 1: upstream looks no further than BAR2/3 for a window that covers it (and
+        // emulates nothing there without resmem), so BAR4/5 reads the absent physical BAR: 0.
+        let want = match build() {
+            Some(Build::Upstream) => [0u8; 8],
+            _ => bar4,
+        };
+        check_eq!(&header[0x20..0x28], &want[..], "BAR4/5 in the 64-byte read ({:?})", build());
+        Ok(())
+    });
+
+    t.test("multi_bar_read", || {
+        let Some(res) = resmem else { return Err(Failure::Skip("no resmem on this GPU".into())) };
+        dev.config_write(BAR2, (!0u64).to_le_bytes())?;
+        dev.config_write(BAR4, (!0u64).to_le_bytes())?;
+        let mut b = [0u8; 16];
+        check_eq!(dev.config_pread(BAR2, &mut b)?, 16usize, "16-byte read");
+        check_eq!(&b[..8], &read_back(res.bar_size, !0).to_le_bytes()[..], "BAR2/3 part");
+        // Difference 1: Rust emulates BAR4/5 too; upstream returns vfio-pci-core's value of the
+        // model's (absent) physical BAR4/5, 0.
+        let want = match build() {
+            Some(Build::Upstream) => 0,
+            _ => read_back(usemem.bar_size, !0),
+        };
+        check_eq!(u64::from_le_bytes(b[8..].try_into().unwrap()), want, "BAR4/5 part ({:?})", build());
+        Ok(())
+    });
+
+    t.test("multi_bar_write", || {
+        let Some(res) = resmem else { return Err(Failure::Skip("no resmem on this GPU".into())) };
+        dev.config_write(BAR2, 0u64.to_le_bytes())?;
+        dev.config_write(BAR4, 0u64.to_le_bytes())?;
+        let n = dev.config_pwrite(BAR2, &[0xff; 16])?;
+        let (want_n, want_bar4) = match build() {
+            // Difference 1: upstream consumes only the BAR2/3 bytes and leaves BAR4/5 alone.
+            Some(Build::Upstream) => (8usize, FLAGS),
+            _ => (16usize, read_back(usemem.bar_size, !0)),
+        };
+        check_eq!(n, want_n, "bytes written ({:?})", build());
+        check_eq!(dev.config_read64(BAR2)?, read_back(res.bar_size, !0), "BAR2/3 after the write");
+        check_eq!(dev.config_read64(BAR4)?, want_bar4, "BAR4/5 after the write ({:?})", build());
+        Ok(())
+    });
+
+    t.test("no_resmem_bar2_passes_through", || {
+        regions()?;
+        if resmem.is_some() {
+            return Err(Failure::Skip("this GPU has resmem".into()));
+        }
+        // vfio-pci-core virtualises the model's physical BAR2 (64-bit prefetchable, 32 MiB).
+        dev.config_write(BAR2, (!0u64).to_le_bytes())?;
+        check_eq!(dev.config_read64(BAR2)?, !(MODEL_BAR2_SIZE - 1) | FLAGS, "BAR2/3 sizing through vfio-pci-core");
+        let info = dev.region_info(2)?;
+        check_eq!(info.size, MODEL_BAR2_SIZE, "BAR2 region size");
+        Ok(())
+    });
+
+    t.test("no_resmem_straddle", || {
+        regions()?;
+        if resmem.is_some() {
+            return Err(Failure::Skip("this GPU has resmem".into()));
+        }
+        dev.config_write(BAR4, (!0u64).to_le_bytes())?;
+        let mut b = [0u8; 8];
+        dev.config_pread(BAR4 - 4, &mut b)?;
+        // Difference 1: upstream stops at BAR2/3 (not emulated without resmem) and never looks at
+        // BAR4/5, so the BAR4 half reads vfio-pci-core's value of the physical register.
+        let want = match build() {
+            Some(Build::Upstream) => 0u32,
+            _ => read_back(usemem.bar_size, !0) as u32,
+        };
+        check_eq!(u32::from_le_bytes(b[4..].try_into().unwrap()), want, "BAR4 low half ({:?})", build());
+        Ok(())
+    });
+
+    t.test("reset_clears_bars", || {
+        regions()?;
+        dev.config_write(BAR4, (!0u64).to_le_bytes())?;
+        dev.reset()?;
+        check_eq!(dev.config_read64(BAR4)?, FLAGS, "BAR4/5 after VFIO_DEVICE_RESET");
+        Ok(())
+    });
+
+    t.test("writes_never_reach_the_model", || {
+        regions()?;
+        let lines = model_log_since(log_start)?;
+        check!(!lines.is_empty(), "the model's access log is empty: is /mnt/model shared?");
+        let w = bar_writes(&lines);
+        check!(w.is_empty(), "the model saw BAR register writes:\n{}", w.join("\n"));
+        Ok(())
+    });
+
+    drop(dev);
+
+    t.test("reopen_clears_bars", || {
+        regions()?;
+        {
+            let dev = Device::open_iommufd(GPU_BDF)?;
+            dev.config_write(BAR4, (!0u64).to_le_bytes())?;
+            check_eq!(dev.config_read64(BAR4)?, read_back(usemem.bar_size, !0), "BAR4/5 before close");
+        }
+        let dev = Device::open_iommufd(GPU_BDF)?;
+        check_eq!(dev.config_read64(BAR4)?, FLAGS, "BAR4/5 after close and open");
+        Ok(())
+    });
+
+    t.test("no_kernel_splat", || {
+        let splats = sys::splats()?;
+        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        Ok(())
+    });
+
+    t.finish()
+}
