@@ -14,6 +14,15 @@
 //!    first access after a reset costs up to a second more than the device needs. The Rust
 //!    driver polls at an interval that starts at 1 ms and grows to 1 s, with the same budget.
 //!    Test: `readiness_poll_test`.
+//! 3. **resmem reads and writes that cross the end of the memory** (found while testing, kept
+//!    on purpose). Upstream's `nvgrace_gpu_read_mem()`/`_write_mem()` return the byte count of
+//!    `vfio_pci_core_do_io_rw()` as if it were an error code for resmem, so such a read returns
+//!    only the bytes of memory (a short read, no all-ones fill, position not advanced) and such
+//!    a write returns only the bytes written. usemem, and upstream's own comments, have the
+//!    intended behaviour: the full count, all-ones past the memory, writes there dropped. The
+//!    Rust driver does that for both regions. A user that retries short reads sees the same
+//!    bytes either way; QEMU, which treats a short BAR read as an error, works only with ours.
+//!    Test: `region_rw_test` (`resmem_boundaries`, `resmem_widths_and_large`).
 
 /// Which build of the driver the rig bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,4 +40,9 @@ pub fn build() -> Option<Build> {
         "upstream" => Some(Build::Upstream),
         _ => None,
     }
+}
+
+/// Difference 3: whether a resmem access that crosses the end of the memory stops at it.
+pub fn resmem_stops_at_memlength() -> bool {
+    build() == Some(Build::Upstream)
 }
