@@ -256,7 +256,8 @@ impl Driver for NvGraceGpu {
         let cxl_dvsec = config.find_dvsec(PCI_VENDOR_ID_CXL, PCI_DVSEC_CXL_DEVICE);
 
         Self::probe_check_ready(pdev, cxl_dvsec).inspect_err(|e| {
-            dev_err!(dev, "GPU not ready ({} path): {:?}\n", if cxl_dvsec.is_some() { "CXL DVSEC" } else { "BAR0" }, e);
+            let path = if cxl_dvsec.is_some() { "CXL DVSEC memory status" } else { "BAR0 C2C/HBM status" };
+            dev_err!(dev, "GPU not ready ({path}): error {}\n", e.to_errno());
         })?;
 
         let mut vdev = vdev;
@@ -264,7 +265,7 @@ impl Driver for NvGraceGpu {
             Some((base, size)) => {
                 let bug = Self::has_mig_hw_bug(config);
                 let layout = Layout::new(base, size, bug).map_err(|e| {
-                    dev_err!(dev, "cannot present {size:#x} bytes of GPU memory at {base:#x}: {e:?}\n");
+                    dev_err!(dev, "cannot present {size:#x} bytes of GPU memory at {base:#x} (MIG bug: {bug}): {e:?}\n");
                     match e {
                         LayoutError::Overflow => EOVERFLOW,
                         LayoutError::NoUsemem => EINVAL,
@@ -280,7 +281,7 @@ impl Driver for NvGraceGpu {
         };
         vdev.init_data(Self::new(layout, cxl_dvsec))?
             .register()
-            .inspect_err(|e| dev_err!(dev, "cannot register the VFIO device: {:?}\n", e))
+            .inspect_err(|e| dev_err!(dev, "cannot register the VFIO device: error {}\n", e.to_errno()))
     }
 
     fn reset_done(vdev: &CoreDevice<Self>) {
@@ -312,7 +313,7 @@ impl VariantOps for NvGraceGpu {
             me.resmem_pfns.unregister();
             me.usemem_pfns.unregister();
             vdev.disable();
-            dev_err!(vdev.pdev().as_ref(), "open failed: {:?}\n", e);
+            dev_err!(vdev.pdev().as_ref(), "open failed (BAR0 map or PFN range registration): error {}\n", e.to_errno());
             return Err(e);
         }
         vdev.finish_enable();

@@ -71,9 +71,9 @@ pub fn kernel_log() -> io::Result<Vec<String>> {
             Ok(0) => break,
             Ok(n) => {
                 let rec = String::from_utf8_lossy(&buf[..n]);
-                // "prio,seq,time,flags;text\n"
+                // "prio,seq,time,flags;text\n" followed by " KEY=value\n" dictionary lines.
                 if let Some((_, text)) = rec.split_once(';') {
-                    lines.push(text.trim_end().to_string());
+                    lines.push(text.lines().next().unwrap_or("").to_string());
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Probe (upstream `nvgrace_gpu_probe()`): which operations the device gets for the firmware's
+//! memory description, when probe fails, and the readiness wait before registration.
+//!
+//! Run with `vm-run --driver none ... -- probe_test rust|upstream`: the test binds the driver
+//! itself, because some geometries must make probe fail.
+
+use std::process::Command;
+use std::time::Duration;
+use std::time::Instant;
+
+use nvgrace_guest_tests::check;
+use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::rig_gpu;
+use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap::Failure;
+use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::DRIVER_NAME;
+use nvgrace_guest_tests::GPU_BDF;
+
+/// The model's physical BAR2: 32 MiB (tests/gpu-model).
+const MODEL_BAR2_SIZE: u64 = 32 << 20;
+/// The readiness delay used to check that probe waits, in ms: longer than a poll interval on
+/// the BAR0 path; on the CXL path below the 1 s in which Memory_Info_Valid must appear (the
+/// model raises valid and active together).
+fn probe_delay_ms() -> u64 {
+    if rig_gpu() == "cxl" { 600 } else { 1_500 }
+}
+
+/// Loads the driver build and binds the GPU; returns whether it ended up bound.
+fn bind(build: &str) -> bool {
+    Command::new("rig-bind").arg(build).status().is_ok_and(|s| s.success())
+}
+
+fn unbind() {
+    let _ = Command::new("rig-unbind").status();
+}
+
+/// Sets the model's readiness controls (tests/gpu-model/README.md), atomically.
+fn model_control(lines: &str) -> std::io::Result<()> {
+    std::fs::write("/mnt/model/control.tmp", lines)?;
+    std::fs::rename("/mnt/model/control.tmp", "/mnt/model/control")
+}
+
+/// The errno the driver core reported for the last failed probe of the GPU, if any.
+fn probe_error() -> Option<i32> {
+    let log = sys::kernel_log().ok()?;
+    log.iter().rev().find_map(|l| {
+        let rest = l.split_once("probe with driver nvgrace_gpu_vfio_pci failed with error ")?.1;
+        rest.trim().parse::<i32>().ok()
+    })
+}
+
+fn main() {
+    let build = std::env::args().nth(1).unwrap_or_default();
+    if build != "rust" && build != "upstream" {
+        println!("Bail out! usage: probe_test rust|upstream");
+        std::process::exit(2);
+    }
+    let mut t = Harness::new(5);
+    let regions = expected_regions();
+    let invalid_layout = std::env::var("RIG_DSD").ok().as_deref() != Some("0")
+        && std::env::var("RIG_MEM_SIZE").ok().as_deref() != Some("0")
+        && regions.is_none();
+    t.diag(format!("build {build}, GPU {}, expected regions {regions:x?}", rig_gpu()));
+
+    t.test("probe_outcome", || {
+        let bound = bind(&build);
+        if invalid_layout {
+            // usemem rounds down to 0 bytes: probe fails with EINVAL.
+            check!(!bound, "bound although usemem rounds to 0");
+            check_eq!(probe_error(), Some(-libc::EINVAL), "probe error");
+            return Ok(());
+        }
+        check!(bound, "not bound (probe error {:?})", probe_error());
+        check_eq!(sys::bound_driver(GPU_BDF), Some(DRIVER_NAME.to_string()), "driver");
+        Ok(())
+    });
+
+    t.test("regions_for_the_memory_description", || {
+        if invalid_layout {
+            return Err(Failure::Skip("probe failed on purpose".into()));
+        }
+        let dev = Device::open_iommufd(GPU_BDF)?;
+        let (bar2, bar4) = (dev.region_info(2)?, dev.region_info(4)?);
+        match regions {
+            // No memory described (or size 0): plain vfio-pci-core, the model's real BARs.
+            None => {
+                check_eq!(bar2.size, MODEL_BAR2_SIZE, "BAR2 without GPU memory");
+                check_eq!(bar4.size, 0u64, "BAR4 without GPU memory");
+            }
+            Some((usemem, resmem)) => {
+                check_eq!(bar4.size, usemem.bar_size, "usemem BAR4 size");
+                check_eq!(bar2.size, resmem.map_or(MODEL_BAR2_SIZE, |r| r.bar_size), "BAR2 size");
+            }
+        }
+        Ok(())
+    });
+
+    t.test("probe_waits_for_readiness", || {
+        if invalid_layout {
+            return Err(Failure::Skip("probe fails on the layout".into()));
+        }
+        unbind();
+        let delay = probe_delay_ms();
+        model_control(&format!("ready_delay_ms={delay}\nnot_ready_now=1\n"))?;
+        let start = Instant::now();
+        let bound = bind(&build);
+        let took = start.elapsed();
+        model_control("")?;
+        check!(bound, "not bound after the device became ready (probe error {:?})", probe_error());
+        check!(
+            took >= Duration::from_millis(delay),
+            "bound after {took:?}, before the device was ready ({delay} ms)"
+        );
+        Ok(())
+    });
+
+    t.test("probe_fails_when_never_ready", || {
+        if invalid_layout {
+            return Err(Failure::Skip("probe fails on the layout".into()));
+        }
+        unbind();
+        // Legacy path: 30 s of BAR0 polling; CXL: Memory_Info_Valid never set, 1 s.
+        model_control("never_ready=1\nnot_ready_now=1\n")?;
+        let bound = bind(&build);
+        check!(!bound, "bound although the device never became ready");
+        check_eq!(probe_error(), Some(-libc::ETIME), "probe error");
+        Ok(())
+    });
+
+    t.test("no_kernel_splat", || {
+        let splats = sys::splats()?;
+        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        Ok(())
+    });
+    t.finish()
+}
