@@ -34,7 +34,10 @@ pub(crate) struct EmuBar {
 impl EmuBar {
     /// A BAR of `bar_size` bytes (a power of two) with a zero register, as after open and reset.
     pub(crate) const fn new(bar_size: u64) -> Self {
-        EmuBar { bar_size, bar_val: 0 }
+        EmuBar {
+            bar_size,
+            bar_val: 0,
+        }
     }
 
     /// The value the register pair reads back: the written address bits above the size, and the
@@ -128,7 +131,11 @@ impl EmuBars {
                 let val = bar.read_value().to_le_bytes();
                 let mut bytes = [0u8; BAR_BYTES as usize];
                 bytes[..o.len].copy_from_slice(&val[o.reg_offset..o.reg_offset + o.len]);
-                Patch { buf_offset: o.buf_offset, bytes, len: o.len }
+                Patch {
+                    buf_offset: o.buf_offset,
+                    bytes,
+                    len: o.len,
+                }
             })
         })
     }

@@ -151,8 +151,10 @@ impl NvGraceGpu {
         let me = vdev.data();
         match me.cxl_dvsec {
             Some(dvsec) if me.reset_done.load(Ordering::Acquire) => {
-                readiness::wait_cxl(&mut KernelClock::new(), || Self::cxl_status(vdev.config(), dvsec))
-                    .map_err(wait_errno)
+                readiness::wait_cxl(&mut KernelClock::new(), || {
+                    Self::cxl_status(vdev.config(), dvsec)
+                })
+                .map_err(wait_errno)
             }
             _ => Ok(()),
         }
@@ -161,7 +163,10 @@ impl NvGraceGpu {
     /// Checks, under `memory_lock`, that the GPU is ready after a reset before its memory is
     /// touched (accesses before that can log harmless corrected RAS events). The legacy path
     /// polls BAR0 here; the CXL path only tests (`EAGAIN` if not active: wait and retry).
-    pub(crate) fn check_ready(vdev: &CoreDevice<Self>, guard: &MemoryReadGuard<'_, Self>) -> Result {
+    pub(crate) fn check_ready(
+        vdev: &CoreDevice<Self>,
+        guard: &MemoryReadGuard<'_, Self>,
+    ) -> Result {
         let me = vdev.data();
         if !me.reset_done.load(Ordering::Acquire) {
             return Ok(());
@@ -170,13 +175,19 @@ impl NvGraceGpu {
             return Err(EIO);
         }
         match me.cxl_dvsec {
-            Some(dvsec) => match readiness::cxl_ready(Self::cxl_status(vdev.config(), dvsec)).map_err(wait_errno)? {
+            Some(dvsec) => match readiness::cxl_ready(Self::cxl_status(vdev.config(), dvsec))
+                .map_err(wait_errno)?
+            {
                 true => {}
                 false => return Err(EAGAIN),
             },
             None => readiness::wait_legacy(&mut KernelClock::new(), || {
-                let c2c = vdev.bar0_read32(readiness::C2C_LINK_BAR0_OFFSET).unwrap_or(0);
-                let hbm = vdev.bar0_read32(readiness::HBM_TRAINING_BAR0_OFFSET).unwrap_or(0);
+                let c2c = vdev
+                    .bar0_read32(readiness::C2C_LINK_BAR0_OFFSET)
+                    .unwrap_or(0);
+                let hbm = vdev
+                    .bar0_read32(readiness::HBM_TRAINING_BAR0_OFFSET)
+                    .unwrap_or(0);
                 readiness::legacy_ready(c2c, hbm)
             })
             .map_err(wait_errno)?,
@@ -201,7 +212,9 @@ impl NvGraceGpu {
     /// says MIG works with cached resmem.
     fn has_mig_hw_bug(config: PciConfig<'_>) -> bool {
         match config.find_dvsec(PCI_VENDOR_ID_NVIDIA, GPU_CAP_DVSEC_REGISTER) {
-            Some(dvsec) => config.read16(dvsec + DVSEC_BITMAP_OFFSET) & MIG_SUPPORTED_WITH_CACHED_RESMEM == 0,
+            Some(dvsec) => {
+                config.read16(dvsec + DVSEC_BITMAP_OFFSET) & MIG_SUPPORTED_WITH_CACHED_RESMEM == 0
+            }
             None => true,
         }
     }
@@ -212,13 +225,17 @@ impl NvGraceGpu {
     fn probe_check_ready(pdev: &pci::Device<device::Core<'_>>, cxl: Option<u16>) -> Result {
         let mut clock = KernelClock::new();
         match cxl {
-            Some(dvsec) => readiness::wait_cxl(&mut clock, || Self::cxl_status(PciConfig::of(pdev), dvsec))
-                .map_err(wait_errno),
+            Some(dvsec) => {
+                readiness::wait_cxl(&mut clock, || Self::cxl_status(PciConfig::of(pdev), dvsec))
+                    .map_err(wait_errno)
+            }
             None => {
                 let bar0 = ProbeBar0::map(pdev, <Self as Driver>::NAME)?;
                 readiness::wait_legacy(&mut clock, || {
                     let c2c = bar0.read32(readiness::C2C_LINK_BAR0_OFFSET).unwrap_or(0);
-                    let hbm = bar0.read32(readiness::HBM_TRAINING_BAR0_OFFSET).unwrap_or(0);
+                    let hbm = bar0
+                        .read32(readiness::HBM_TRAINING_BAR0_OFFSET)
+                        .unwrap_or(0);
                     readiness::legacy_ready(c2c, hbm)
                 })
                 .map_err(wait_errno)
@@ -228,7 +245,9 @@ impl NvGraceGpu {
 
     fn new(layout: Option<Layout>, cxl_dvsec: Option<u16>) -> impl PinInit<Self, Error> {
         let bars = EmuBars {
-            resmem: layout.and_then(|l| l.resmem).map(|r| EmuBar::new(r.bar_size)),
+            resmem: layout
+                .and_then(|l| l.resmem)
+                .map(|r| EmuBar::new(r.bar_size)),
             usemem: EmuBar::new(layout.map_or(0, |l| l.usemem.bar_size)),
         };
         try_pin_init!(Self {
@@ -251,12 +270,23 @@ impl Driver for NvGraceGpu {
     fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self>> {
         let dev = pdev.as_ref();
         let mem = Self::fetch_memory_property(pdev);
-        let vdev = CoreDevice::<Self>::alloc(pdev, if mem.is_some() { &NVGRACE_OPS } else { &CORE_OPS })?;
+        let vdev = CoreDevice::<Self>::alloc(
+            pdev,
+            if mem.is_some() {
+                &NVGRACE_OPS
+            } else {
+                &CORE_OPS
+            },
+        )?;
         let config = PciConfig::of(pdev);
         let cxl_dvsec = config.find_dvsec(PCI_VENDOR_ID_CXL, PCI_DVSEC_CXL_DEVICE);
 
         Self::probe_check_ready(pdev, cxl_dvsec).inspect_err(|e| {
-            let path = if cxl_dvsec.is_some() { "CXL DVSEC memory status" } else { "BAR0 C2C/HBM status" };
+            let path = if cxl_dvsec.is_some() {
+                "CXL DVSEC memory status"
+            } else {
+                "BAR0 C2C/HBM status"
+            };
             dev_err!(dev, "GPU not ready ({path}): error {}\n", e.to_errno());
         })?;
 
@@ -281,7 +311,13 @@ impl Driver for NvGraceGpu {
         };
         vdev.init_data(Self::new(layout, cxl_dvsec))?
             .register()
-            .inspect_err(|e| dev_err!(dev, "cannot register the VFIO device: error {}\n", e.to_errno()))
+            .inspect_err(|e| {
+                dev_err!(
+                    dev,
+                    "cannot register the VFIO device: error {}\n",
+                    e.to_errno()
+                )
+            })
     }
 
     fn reset_done(vdev: &CoreDevice<Self>) {
@@ -304,16 +340,28 @@ impl VariantOps for NvGraceGpu {
             // Readiness is read from BAR0, which vfio_pci_core_enable() just mapped.
             vdev.check_bar0_map()?;
             if let Some(res) = layout.resmem {
-                tolerate_eopnotsupp(me.resmem_pfns.register(vdev, res.first_pfn(PAGE_SHIFT), res.nr_pages(PAGE_SHIFT)))?;
+                tolerate_eopnotsupp(me.resmem_pfns.register(
+                    vdev,
+                    res.first_pfn(PAGE_SHIFT),
+                    res.nr_pages(PAGE_SHIFT),
+                ))?;
             }
             let use_ = layout.usemem;
-            tolerate_eopnotsupp(me.usemem_pfns.register(vdev, use_.first_pfn(PAGE_SHIFT), use_.nr_pages(PAGE_SHIFT)))
+            tolerate_eopnotsupp(me.usemem_pfns.register(
+                vdev,
+                use_.first_pfn(PAGE_SHIFT),
+                use_.nr_pages(PAGE_SHIFT),
+            ))
         })();
         if let Err(e) = registered {
             me.resmem_pfns.unregister();
             me.usemem_pfns.unregister();
             vdev.disable();
-            dev_err!(vdev.pdev().as_ref(), "open failed (BAR0 map or PFN range registration): error {}\n", e.to_errno());
+            dev_err!(
+                vdev.pdev().as_ref(),
+                "open failed (BAR0 map or PFN range registration): error {}\n",
+                e.to_errno()
+            );
             return Err(e);
         }
         vdev.finish_enable();
@@ -399,7 +447,12 @@ fn tolerate_eopnotsupp(r: Result) -> Result {
 
 /// Config space (upstream `nvgrace_gpu_read_config_emu()`, `nvgrace_gpu_write_config_emu()`).
 impl NvGraceGpu {
-    fn read_config(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+    fn read_config(
+        vdev: &CoreDevice<Self>,
+        buf: UserPtr,
+        count: usize,
+        pos: &mut i64,
+    ) -> Result<usize> {
         let (_, offset) = split_pos(*pos);
         vdev.core_read(buf, count, pos)?;
         let bars = *vdev.data().bars.lock();
@@ -414,7 +467,12 @@ impl NvGraceGpu {
         Ok(count)
     }
 
-    fn write_config(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+    fn write_config(
+        vdev: &CoreDevice<Self>,
+        buf: UserPtr,
+        count: usize,
+        pos: &mut i64,
+    ) -> Result<usize> {
         let (_, offset) = split_pos(*pos);
         let mut bars = vdev.data().bars.lock();
         let Some((start, end)) = bars.write_span(offset, count) else {
@@ -424,7 +482,9 @@ impl NvGraceGpu {
         // At most the two 8-byte registers.
         let mut data = [0u8; 16];
         let data = &mut data[..end - start];
-        UserSlice::new(buf.wrapping_byte_add(start), data.len()).reader().read_slice(data)?;
+        UserSlice::new(buf.wrapping_byte_add(start), data.len())
+            .reader()
+            .read_slice(data)?;
         let consumed = bars.write(offset + start as u64, data).unwrap_or(0);
         *pos += consumed as i64;
         Ok(consumed)

@@ -81,11 +81,17 @@ impl Layout {
     /// [`LayoutError::Overflow`], where upstream's `roundup_pow_of_two()` is undefined.
     pub(crate) fn new(memphys: u64, memlength: u64, mig_hw_bug: bool) -> Result<Self, LayoutError> {
         let carve_out = if mig_hw_bug { RESMEM_SIZE } else { 0 };
-        let unrounded = memlength.checked_sub(carve_out).ok_or(LayoutError::Overflow)?;
+        let unrounded = memlength
+            .checked_sub(carve_out)
+            .ok_or(LayoutError::Overflow)?;
         let usemem_bar = bar_size(unrounded).ok_or(LayoutError::Overflow)?;
         if !mig_hw_bug {
             return Ok(Layout {
-                usemem: MemRegion { memphys, memlength: unrounded, bar_size: usemem_bar },
+                usemem: MemRegion {
+                    memphys,
+                    memlength: unrounded,
+                    bar_size: usemem_bar,
+                },
                 resmem: None,
             });
         }
@@ -96,7 +102,11 @@ impl Layout {
         let res_phys = memphys.checked_add(use_len).ok_or(LayoutError::Overflow)?;
         let res_len = memlength - use_len;
         Ok(Layout {
-            usemem: MemRegion { memphys, memlength: use_len, bar_size: usemem_bar },
+            usemem: MemRegion {
+                memphys,
+                memlength: use_len,
+                bar_size: usemem_bar,
+            },
             resmem: Some(MemRegion {
                 memphys: res_phys,
                 memlength: res_len,

@@ -25,19 +25,31 @@ fn clip(offset: u64, count: usize, memlength: u64, bar_size: u64) -> Result<(usi
         return Err(EINVAL);
     }
     let count = (count as u64).min(bar_size - offset);
-    let mem_count = if offset >= memlength { 0 } else { count.min(memlength - offset) };
+    let mem_count = if offset >= memlength {
+        0
+    } else {
+        count.min(memlength - offset)
+    };
     Ok((count as usize, mem_count as usize))
 }
 
 /// Runs `f` on the region's kernel mapping, made on first use (upstream
 /// `nvgrace_gpu_map_device_mem()`): usemem write-back, resmem write-combining.
-fn with_kmap<R>(vdev: &CoreDevice<NvGraceGpu>, which: Which, f: impl FnOnce(&KernelMap) -> Result<R>) -> Result<R> {
+fn with_kmap<R>(
+    vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    f: impl FnOnce(&KernelMap) -> Result<R>,
+) -> Result<R> {
     let me = vdev.data();
     let layout = me.layout.as_ref().ok_or(EINVAL)?;
     let mut maps = me.kmaps.lock();
     let (slot, region, caching) = match which {
         Which::Usemem => (&mut maps.usemem, &layout.usemem, Caching::WriteBack),
-        Which::Resmem => (&mut maps.resmem, layout.resmem.as_ref().ok_or(EINVAL)?, Caching::WriteCombine),
+        Which::Resmem => (
+            &mut maps.resmem,
+            layout.resmem.as_ref().ok_or(EINVAL)?,
+            Caching::WriteCombine,
+        ),
     };
     if slot.is_none() {
         *slot = Some(KernelMap::new(region.memphys, region.memlength, caching)?);
@@ -53,7 +65,12 @@ const FILL_CHUNK: usize = 64;
 
 /// `read` of an emulated BAR: `count` bytes at `*pos` into `buf`. Returns the bytes read and
 /// advances `*pos`.
-pub(crate) fn read(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+pub(crate) fn read(
+    vdev: &CoreDevice<NvGraceGpu>,
+    buf: UserPtr,
+    count: usize,
+    pos: &mut i64,
+) -> Result<usize> {
     let (index, offset) = split_pos(*pos);
     let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
@@ -63,7 +80,9 @@ pub(crate) fn read(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, po
         let guard = vdev.memory_read_lock();
         NvGraceGpu::check_ready(vdev, &guard)?;
         if mem_count > 0 {
-            with_kmap(vdev, which, |map| map.read_to_user(vdev, offset, buf, mem_count))?;
+            with_kmap(vdev, which, |map| {
+                map.read_to_user(vdev, offset, buf, mem_count)
+            })?;
         }
     }
 
@@ -79,7 +98,12 @@ pub(crate) fn read(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, po
 
 /// `write` of an emulated BAR: `count` bytes from `buf` to `*pos`. Returns the bytes consumed
 /// (including dropped ones) and advances `*pos`.
-pub(crate) fn write(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
+pub(crate) fn write(
+    vdev: &CoreDevice<NvGraceGpu>,
+    buf: UserPtr,
+    count: usize,
+    pos: &mut i64,
+) -> Result<usize> {
     let (index, offset) = split_pos(*pos);
     let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
@@ -89,7 +113,9 @@ pub(crate) fn write(vdev: &CoreDevice<NvGraceGpu>, buf: UserPtr, count: usize, p
         NvGraceGpu::wait_cxl_if_reset(vdev)?;
         let guard = vdev.memory_read_lock();
         NvGraceGpu::check_ready(vdev, &guard)?;
-        with_kmap(vdev, which, |map| map.write_from_user(vdev, offset, buf, mem_count))?;
+        with_kmap(vdev, which, |map| {
+            map.write_from_user(vdev, offset, buf, mem_count)
+        })?;
     }
     *pos += count as i64;
     Ok(count)

@@ -19,8 +19,8 @@ use crate::vfio::vma::fault_result;
 use crate::vfio::vma::vm_flags;
 use crate::vfio::vma::Fault;
 use crate::vfio::vma::FaultHandler;
-use crate::vfio::vma::Vma;
 use crate::vfio::vma::VmOps;
+use crate::vfio::vma::Vma;
 use crate::vfio::vma::PAGE_SHIFT;
 
 /// The VMA operations of the emulated BARs; also what identifies our VMAs.
@@ -45,7 +45,9 @@ pub(crate) fn mmap(vdev: &CoreDevice<NvGraceGpu>, vma: &Vma) -> Result {
         return vdev.core_mmap(vma);
     };
     let req_len = vma.end().checked_sub(vma.start()).ok_or(EOVERFLOW)?;
-    let end = (vma_pgoff_in_region(vma) << PAGE_SHIFT).checked_add(req_len).ok_or(EOVERFLOW)?;
+    let end = (vma_pgoff_in_region(vma) << PAGE_SHIFT)
+        .checked_add(req_len)
+        .ok_or(EOVERFLOW)?;
     if end > region.memlength {
         return Err(EINVAL);
     }

@@ -68,7 +68,10 @@ pub(crate) fn legacy_ready(c2c_link: u32, hbm_training: u32) -> bool {
 }
 
 /// Polls `ready` until it returns true, for at most [`LEGACY_TIMEOUT_MS`].
-pub(crate) fn wait_legacy(clock: &mut impl Clock, mut ready: impl FnMut() -> bool) -> Result<(), WaitError> {
+pub(crate) fn wait_legacy(
+    clock: &mut impl Clock,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), WaitError> {
     let start = clock.now_ms();
     loop {
         if ready() {
@@ -101,7 +104,10 @@ pub(crate) fn cxl_ready(status: u32) -> Result<bool, WaitError> {
 /// Polls the CXL Range 1 Size Low register (`read`) until the memory is valid and active:
 /// Memory_Info_Valid within [`CXL_MEM_INFO_VALID_TIMEOUT_MS`], then Memory_Active within the
 /// timeout the register announces.
-pub(crate) fn wait_cxl(clock: &mut impl Clock, mut read: impl FnMut() -> u32) -> Result<(), WaitError> {
+pub(crate) fn wait_cxl(
+    clock: &mut impl Clock,
+    mut read: impl FnMut() -> u32,
+) -> Result<(), WaitError> {
     let start = clock.now_ms();
     let mut deadline = start + CXL_MEM_INFO_VALID_TIMEOUT_MS;
     let mut active_phase = false;

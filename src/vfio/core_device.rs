@@ -16,8 +16,8 @@
 //! C header: [`include/linux/vfio_pci_core.h`](srctree/include/linux/vfio_pci_core.h)
 
 use core::marker::PhantomData;
-use core::mem::MaybeUninit;
 use core::mem::offset_of;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use kernel::device;
@@ -81,7 +81,9 @@ impl<T> CoreDevice<T> {
         ops: &'static DeviceOps,
     ) -> Result<NewDevice<T>> {
         // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        let raw = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        let raw = core::ptr::from_ref(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
         // SAFETY: `raw` is a valid PCI device and `ops` a valid static table; the size covers the
         // core structure at offset 0 as required.
         let vdev = from_err_ptr(unsafe {
@@ -206,7 +208,10 @@ impl<T> CoreDevice<T> {
         if io.is_null() {
             return Err(ENODEV);
         }
-        if offset.checked_add(4).is_none_or(|end| end as u64 > self.pdev().resource_len(0).unwrap_or(0)) {
+        if offset
+            .checked_add(4)
+            .is_none_or(|end| end as u64 > self.pdev().resource_len(0).unwrap_or(0))
+        {
             return Err(EINVAL);
         }
         // SAFETY: `io` maps all of BAR0 (vfio-pci-core maps whole BARs) and the register lies
@@ -227,7 +232,9 @@ impl<T> CoreDevice<T> {
     /// (`pm_runtime_resume_and_get()`). Returns `EIO` when it cannot be resumed, as upstream.
     pub(crate) fn pm_resume(&self) -> Result<PmGuard<'_, T>> {
         // SAFETY: The PCI device is valid.
-        let r = unsafe { bindings::nvgrace_helper_pm_runtime_resume_and_get(&raw mut (*self.pdev_raw()).dev) };
+        let r = unsafe {
+            bindings::nvgrace_helper_pm_runtime_resume_and_get(&raw mut (*self.pdev_raw()).dev)
+        };
         if r != 0 {
             return Err(EIO);
         }
@@ -380,8 +387,13 @@ impl<'a> PciConfig<'a> {
     /// The config space of `pdev`.
     pub(crate) fn of<Ctx: device::DeviceContext>(pdev: &'a pci::Device<Ctx>) -> Self {
         // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        let pdev = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
-        PciConfig { pdev, _pdev: PhantomData }
+        let pdev = core::ptr::from_ref(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
+        PciConfig {
+            pdev,
+            _pdev: PhantomData,
+        }
     }
 
     /// Reads a 16-bit register (`pci_read_config_word()`); all-ones on failure, as the PCI core
@@ -427,14 +439,23 @@ pub(crate) struct ProbeBar0<'a> {
 impl<'a> ProbeBar0<'a> {
     /// Enables `pdev`, requests its BAR0 under `name` and maps it. Returns the error of
     /// `pci_enable_device()` or `pci_request_selected_regions()`, or `ENOMEM` if mapping fails.
-    pub(crate) fn map(pdev: &'a pci::Device<device::Core<'_>>, name: &'static CStr) -> Result<Self> {
+    pub(crate) fn map(
+        pdev: &'a pci::Device<device::Core<'_>>,
+        name: &'static CStr,
+    ) -> Result<Self> {
         // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        let raw = core::ptr::from_ref(pdev).cast::<bindings::pci_dev>().cast_mut();
+        let raw = core::ptr::from_ref(pdev)
+            .cast::<bindings::pci_dev>()
+            .cast_mut();
         let len = pdev.resource_len(0)?;
         // SAFETY: `raw` is the device being probed; each step is undone in reverse on failure.
         unsafe {
             to_result(bindings::pci_enable_device(raw))?;
-            if let Err(e) = to_result(bindings::pci_request_selected_regions(raw, 1 << 0, name.as_char_ptr())) {
+            if let Err(e) = to_result(bindings::pci_request_selected_regions(
+                raw,
+                1 << 0,
+                name.as_char_ptr(),
+            )) {
                 bindings::pci_disable_device(raw);
                 return Err(e);
             }
@@ -444,13 +465,21 @@ impl<'a> ProbeBar0<'a> {
                 return Err(ENOMEM);
             };
             // INVARIANT: Enabled, requested and mapped.
-            Ok(ProbeBar0 { pdev: raw, io, len, _pdev: PhantomData })
+            Ok(ProbeBar0 {
+                pdev: raw,
+                io,
+                len,
+                _pdev: PhantomData,
+            })
         }
     }
 
     /// Reads the 32-bit register at `offset` bytes; `EINVAL` outside BAR0.
     pub(crate) fn read32(&self, offset: usize) -> Result<u32> {
-        if (offset as u64).checked_add(4).is_none_or(|end| end > self.len) {
+        if (offset as u64)
+            .checked_add(4)
+            .is_none_or(|end| end > self.len)
+        {
             return Err(EINVAL);
         }
         // SAFETY: `io` maps BAR0 (type invariant) and the register lies inside it.
@@ -498,7 +527,12 @@ impl<T> MemoryReadGuard<'_, T> {
     pub(crate) fn insert_pfn(&self, fault: &super::vma::Fault, pfn: u64, order: u32) -> u32 {
         // SAFETY: `memory_lock` is held as vfio-pci-core requires; `fault` is a live fault.
         unsafe {
-            bindings::vfio_pci_vmf_insert_pfn(self.dev.as_raw(), fault.as_raw(), pfn as _, order)
+            bindings::vfio_pci_vmf_insert_pfn(
+                self.dev.as_raw(),
+                fault.as_raw(),
+                pfn as usize,
+                order,
+            )
         }
     }
 }

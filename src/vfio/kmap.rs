@@ -49,12 +49,16 @@ impl KernelMap {
         // SAFETY: Mapping physical memory has no preconditions; failure returns NULL.
         let addr = unsafe {
             match caching {
-                Caching::WriteBack => bindings::memremap(phys as _, len, bindings::MEMREMAP_WB as _),
-                Caching::WriteCombine => bindings::nvgrace_helper_ioremap_wc(phys as _, len),
+                Caching::WriteBack => bindings::memremap(phys, len, bindings::MEMREMAP_WB as usize),
+                Caching::WriteCombine => bindings::nvgrace_helper_ioremap_wc(phys, len),
             }
         };
         // INVARIANT: A non-NULL `addr` maps the memory with `caching`.
-        Ok(KernelMap { addr: NonNull::new(addr).ok_or(ENOMEM)?, len, caching })
+        Ok(KernelMap {
+            addr: NonNull::new(addr).ok_or(ENOMEM)?,
+            len,
+            caching,
+        })
     }
 
     fn check(&self, offset: u64, count: usize) -> Result<usize> {
@@ -69,13 +73,25 @@ impl KernelMap {
     /// memory, vfio-pci-core's MMIO copy (accesses of up to 8 bytes) for write-combining.
     ///
     /// Returns `EFAULT` for a bad user buffer and `EINVAL` outside the mapping.
-    pub(crate) fn read_to_user<T>(&self, vdev: &CoreDevice<T>, offset: u64, buf: UserPtr, count: usize) -> Result {
+    pub(crate) fn read_to_user<T>(
+        &self,
+        vdev: &CoreDevice<T>,
+        offset: u64,
+        buf: UserPtr,
+        count: usize,
+    ) -> Result {
         let off = self.check(offset, count)?;
         match self.caching {
             Caching::WriteBack => {
                 // SAFETY: `off + count` lies inside the mapping (checked); `buf` is a user
                 // pointer, which `copy_to_user` checks.
-                let left = unsafe { bindings::copy_to_user(buf.as_mut_ptr(), self.addr.as_ptr().byte_add(off), count as _) };
+                let left = unsafe {
+                    bindings::copy_to_user(
+                        buf.as_mut_ptr(),
+                        self.addr.as_ptr().byte_add(off),
+                        count,
+                    )
+                };
                 if left != 0 {
                     return Err(EFAULT);
                 }
@@ -89,12 +105,24 @@ impl KernelMap {
     }
 
     /// Copies `count` bytes from user memory at `buf` to `offset`; as [`KernelMap::read_to_user`].
-    pub(crate) fn write_from_user<T>(&self, vdev: &CoreDevice<T>, offset: u64, buf: UserPtr, count: usize) -> Result {
+    pub(crate) fn write_from_user<T>(
+        &self,
+        vdev: &CoreDevice<T>,
+        offset: u64,
+        buf: UserPtr,
+        count: usize,
+    ) -> Result {
         let off = self.check(offset, count)?;
         match self.caching {
             Caching::WriteBack => {
                 // SAFETY: As in `read_to_user`.
-                let left = unsafe { bindings::copy_from_user(self.addr.as_ptr().byte_add(off), buf.as_const_ptr(), count as _) };
+                let left = unsafe {
+                    bindings::copy_from_user(
+                        self.addr.as_ptr().byte_add(off),
+                        buf.as_const_ptr(),
+                        count,
+                    )
+                };
                 if left != 0 {
                     return Err(EFAULT);
                 }

@@ -47,7 +47,12 @@ impl PfnRange {
     ///
     /// Returns `EBUSY` if the range overlaps a registered one, `EOPNOTSUPP` without
     /// CONFIG_MEMORY_FAILURE, `EINVAL` for an empty range.
-    pub(crate) fn register<T: FaultHandler>(&self, vdev: &CoreDevice<T>, first_pfn: u64, nr_pages: u64) -> Result {
+    pub(crate) fn register<T: FaultHandler>(
+        &self,
+        vdev: &CoreDevice<T>,
+        first_pfn: u64,
+        nr_pages: u64,
+    ) -> Result {
         if nr_pages == 0 || self.registered.load(Ordering::Relaxed) {
             return Err(EINVAL);
         }
@@ -55,8 +60,8 @@ impl PfnRange {
         // SAFETY: The range is not registered, so nothing else reads `space`; the device's inode
         // lives as long as the device.
         unsafe {
-            (*space).node.start = first_pfn as _;
-            (*space).node.last = (first_pfn + nr_pages - 1) as _;
+            (*space).node.start = first_pfn as usize;
+            (*space).node.last = (first_pfn + nr_pages - 1) as usize;
             (*space).mapping = (*(*vdev.as_vdev()).inode).i_mapping;
             (*space).pfn_to_vma_pgoff = Some(pfn_to_vma_pgoff::<T>);
             to_result(bindings::register_pfn_address_space(space))?;

@@ -79,7 +79,11 @@ impl InfoCaps {
             let area = (&raw mut (*sparse).areas).cast::<Area>();
             (*area).offset = offset;
             (*area).size = size;
-            to_result(bindings::vfio_info_add_capability(self.0, &raw mut (*sparse).header, len))
+            to_result(bindings::vfio_info_add_capability(
+                self.0,
+                &raw mut (*sparse).header,
+                len,
+            ))
         }
     }
 }
@@ -102,7 +106,12 @@ impl DmabufRequest {
     /// Answers for `len` bytes of memory at physical address `phys`, with BAR0's p2pdma provider
     /// (`pcim_p2pdma_provider(pdev, 0)`; `EINVAL` if it has none) and the requested ranges
     /// checked against it (`vfio_pci_core_fill_phys_vec()`).
-    pub(crate) fn fill_with_bar0_provider<T>(&mut self, vdev: &CoreDevice<T>, phys: u64, len: u64) -> Result {
+    pub(crate) fn fill_with_bar0_provider<T>(
+        &mut self,
+        vdev: &CoreDevice<T>,
+        phys: u64,
+        len: u64,
+    ) -> Result {
         // SAFETY: The PCI device is valid; `provider` is the caller's output slot.
         unsafe {
             let provider = bindings::pcim_p2pdma_provider(vdev.pdev_raw(), 0);
@@ -114,8 +123,8 @@ impl DmabufRequest {
                 self.phys_vec,
                 self.dma_ranges,
                 self.nr_ranges,
-                phys as _,
-                len as _,
+                phys,
+                len,
             ))
         }
     }
@@ -175,7 +184,12 @@ impl<T> CoreDevice<T> {
     pub(crate) fn core_read(&self, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         // SAFETY: `buf` is a user pointer (checked by the copy routines); `pos` is valid.
         let r = unsafe {
-            bindings::vfio_pci_core_read(self.as_vdev(), buf.as_mut_ptr().cast::<c_char>(), count, pos)
+            bindings::vfio_pci_core_read(
+                self.as_vdev(),
+                buf.as_mut_ptr().cast::<c_char>(),
+                count,
+                pos,
+            )
         };
         ssize_to_result(r)
     }
@@ -184,7 +198,12 @@ impl<T> CoreDevice<T> {
     pub(crate) fn core_write(&self, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         // SAFETY: As in `core_read`.
         let r = unsafe {
-            bindings::vfio_pci_core_write(self.as_vdev(), buf.as_const_ptr().cast::<c_char>(), count, pos)
+            bindings::vfio_pci_core_write(
+                self.as_vdev(),
+                buf.as_const_ptr().cast::<c_char>(),
+                count,
+                pos,
+            )
         };
         ssize_to_result(r)
     }
@@ -253,21 +272,37 @@ unsafe fn dev<'a, T>(vdev: *mut bindings::vfio_device) -> &'a CoreDevice<T> {
     unsafe { CoreDevice::<T>::from_vdev(vdev) }
 }
 
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
 unsafe extern "C" fn open_device<T: VariantOps>(vdev: *mut bindings::vfio_device) -> c_int {
     // SAFETY: vfio calls this for a device of `T`.
     from_result(|| T::open_device(unsafe { dev::<T>(vdev) }).map(|()| 0))
 }
 
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
 unsafe extern "C" fn close_device<T: VariantOps>(vdev: *mut bindings::vfio_device) {
     // SAFETY: vfio calls this for a device of `T`.
     T::close_device(unsafe { dev::<T>(vdev) })
 }
 
-unsafe extern "C" fn ioctl<T: VariantOps>(vdev: *mut bindings::vfio_device, cmd: c_uint, arg: c_ulong) -> c_long {
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
+unsafe extern "C" fn ioctl<T: VariantOps>(
+    vdev: *mut bindings::vfio_device,
+    cmd: c_uint,
+    arg: c_ulong,
+) -> c_long {
     // SAFETY: vfio calls this for a device of `T`.
-    T::ioctl(unsafe { dev::<T>(vdev) }, cmd, arg as usize) as c_long
+    T::ioctl(unsafe { dev::<T>(vdev) }, cmd, arg) as c_long
 }
 
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
 unsafe extern "C" fn region_info<T: VariantOps>(
     vdev: *mut bindings::vfio_device,
     info: *mut RegionInfo,
@@ -278,6 +313,9 @@ unsafe extern "C" fn region_info<T: VariantOps>(
     from_result(|| T::region_info(d, info, &mut InfoCaps(caps)).map(|()| 0))
 }
 
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
 unsafe extern "C" fn read<T: VariantOps>(
     vdev: *mut bindings::vfio_device,
     buf: *mut c_char,
@@ -289,6 +327,9 @@ unsafe extern "C" fn read<T: VariantOps>(
     result_to_ssize(T::read(d, UserPtr::from_ptr(buf.cast()), count, pos))
 }
 
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
 unsafe extern "C" fn write<T: VariantOps>(
     vdev: *mut bindings::vfio_device,
     buf: *const c_char,
@@ -297,16 +338,30 @@ unsafe extern "C" fn write<T: VariantOps>(
 ) -> isize {
     // SAFETY: As in `read`.
     let (d, pos) = unsafe { (dev::<T>(vdev), &mut *ppos) };
-    result_to_ssize(T::write(d, UserPtr::from_ptr(buf.cast_mut().cast()), count, pos))
+    result_to_ssize(T::write(
+        d,
+        UserPtr::from_ptr(buf.cast_mut().cast()),
+        count,
+        pos,
+    ))
 }
 
-unsafe extern "C" fn mmap<T: VariantOps>(vdev: *mut bindings::vfio_device, vma: *mut bindings::vm_area_struct) -> c_int {
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
+unsafe extern "C" fn mmap<T: VariantOps>(
+    vdev: *mut bindings::vfio_device,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
     // SAFETY: vfio calls this for a device of `T` from `mmap(2)` with the new VMA, which the
     // mmap lock protects for the call.
     let (d, vma) = unsafe { (dev::<T>(vdev), Vma::from_raw(vma)) };
     from_result(|| T::mmap(d, vma).map(|()| 0))
 }
 
+/// # Safety
+///
+/// Only vfio may call this, as the matching callback of a device made for `T`.
 unsafe extern "C" fn dmabuf_phys<T: VariantOps>(
     vdev: *mut bindings::vfio_pci_core_device,
     provider: *mut *mut bindings::p2pdma_provider,
@@ -317,12 +372,22 @@ unsafe extern "C" fn dmabuf_phys<T: VariantOps>(
 ) -> c_int {
     // SAFETY: vfio-pci-core calls this for a device of `T`; `vdev->vdev` is its `vfio_device`.
     let d = unsafe { dev::<T>(&raw mut (*vdev).vdev) };
-    let mut req = DmabufRequest { provider, region_index, phys_vec, dma_ranges, nr_ranges };
+    let mut req = DmabufRequest {
+        provider,
+        region_index,
+        phys_vec,
+        dma_ranges,
+        nr_ranges,
+    };
     from_result(|| T::dmabuf_phys(d, &mut req).map(|()| 0))
 }
 
 /// The table of a variant driver `T` (upstream's `nvgrace_gpu_pci_ops`): `T`'s operations, and
 /// vfio-pci-core's for the rest (init, device_feature, request, match, iommufd).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "`as_char_ptr()` is not `const`; the name is ASCII, so its signedness is moot"
+)]
 pub(crate) const fn variant_ops<T: VariantOps>(name: &'static CStr) -> DeviceOps {
     DeviceOps(bindings::vfio_device_ops {
         name: name.as_ptr().cast::<c_char>().cast_mut(),
@@ -349,12 +414,18 @@ pub(crate) const fn variant_ops<T: VariantOps>(name: &'static CStr) -> DeviceOps
 
 /// The dma-buf hook of a variant driver `T`.
 pub(crate) const fn variant_pci_ops<T: VariantOps>() -> PciDeviceOps {
-    PciDeviceOps(bindings::vfio_pci_device_ops { get_dmabuf_phys: Some(dmabuf_phys::<T>) })
+    PciDeviceOps(bindings::vfio_pci_device_ops {
+        get_dmabuf_phys: Some(dmabuf_phys::<T>),
+    })
 }
 
 /// The plain vfio-pci-core behaviour, for a device without coherent GPU memory (upstream's
 /// `nvgrace_gpu_pci_core_ops`): every operation is vfio-pci-core's, except that `release` also
 /// drops the driver state `T`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "`as_char_ptr()` is not `const`; the name is ASCII, so its signedness is moot"
+)]
 pub(crate) const fn core_ops<T>(name: &'static CStr) -> DeviceOps {
     DeviceOps(bindings::vfio_device_ops {
         name: name.as_ptr().cast::<c_char>().cast_mut(),

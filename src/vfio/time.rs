@@ -18,7 +18,9 @@ pub(crate) struct KernelClock {
 impl KernelClock {
     /// A clock starting now.
     pub(crate) fn new() -> Self {
-        KernelClock { start: Instant::now() }
+        KernelClock {
+            start: Instant::now(),
+        }
     }
 }
 
@@ -28,9 +30,9 @@ impl Clock for KernelClock {
     }
 
     fn sleep_ms(&mut self, ms: u64) -> Result<(), WaitError> {
-        let jiffies = msecs_to_jiffies(ms.min(u32::MAX as u64) as u32);
+        let jiffies = msecs_to_jiffies(u32::try_from(ms).unwrap_or(u32::MAX));
         // SAFETY: Sleeping in process context; the task state is set by the callee.
-        let left = unsafe { bindings::schedule_timeout_killable(jiffies as _) };
+        let left = unsafe { bindings::schedule_timeout_killable(jiffies as isize) };
         if left != 0 {
             return Err(WaitError::Interrupted);
         }

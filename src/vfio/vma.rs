@@ -91,7 +91,7 @@ impl Vma {
     /// Adds `flags` ([`vm_flags`]) to the VMA; only while setting it up in `mmap`.
     pub(crate) fn set_flags(&self, flags: u64) {
         // SAFETY: The VMA is valid and being set up (mmap holds the mmap lock for writing).
-        unsafe { bindings::nvgrace_helper_vm_flags_set(self.as_raw(), flags as _) }
+        unsafe { bindings::nvgrace_helper_vm_flags_set(self.as_raw(), flags as usize) }
     }
 
     /// Makes the mapping write-combining (`pgprot_writecombine()`: Normal-NC on arm64).
@@ -114,7 +114,8 @@ impl Vma {
     /// of the device fd (for example a BAR0 mapping made by vfio-pci-core).
     pub(crate) fn device<T>(&self, ops: &'static VmOps<T>) -> Option<&CoreDevice<T>> {
         // SAFETY: The VMA is valid (type invariant).
-        let (vm_ops, private) = unsafe { ((*self.as_raw()).vm_ops, (*self.as_raw()).vm_private_data) };
+        let (vm_ops, private) =
+            unsafe { ((*self.as_raw()).vm_ops, (*self.as_raw()).vm_private_data) };
         if !core::ptr::eq(vm_ops, &ops.ops) {
             return None;
         }
@@ -187,12 +188,21 @@ pub(crate) struct VmOps<T> {
 // SAFETY: The table is immutable and holds only function pointers.
 unsafe impl<T> Sync for VmOps<T> {}
 
+/// # Safety
+///
+/// Only the MM may call this, for a fault on a VMA set up by [`Vma::set_ops`].
 unsafe extern "C" fn fault<T: FaultHandler>(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
     // SAFETY: The MM calls this with a fault in progress on a VMA set up by `Vma::set_ops`.
     unsafe { huge_fault::<T>(vmf, 0) }
 }
 
-unsafe extern "C" fn huge_fault<T: FaultHandler>(vmf: *mut bindings::vm_fault, order: c_uint) -> bindings::vm_fault_t {
+/// # Safety
+///
+/// Only the MM may call this, for a fault on a VMA set up by [`Vma::set_ops`].
+unsafe extern "C" fn huge_fault<T: FaultHandler>(
+    vmf: *mut bindings::vm_fault,
+    order: c_uint,
+) -> bindings::vm_fault_t {
     // SAFETY: As in `fault`.
     let fault = unsafe { &*vmf.cast::<Fault>() };
     match fault.vma().device(T::vm_ops()) {

@@ -29,7 +29,8 @@ pub fn read_attr(path: impl Into<PathBuf>) -> io::Result<String> {
 /// Writes a sysfs attribute.
 pub fn write_attr(path: impl Into<PathBuf>, value: &str) -> io::Result<()> {
     let path = path.into();
-    fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    fs::write(&path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// Unbinds a PCI function from its driver, if it has one.

@@ -65,7 +65,13 @@ impl Harness {
     pub fn new(planned: usize) -> Self {
         println!("TAP version 13");
         println!("1..{planned}");
-        Harness { planned, run: 0, passed: 0, failed: 0, skipped: 0 }
+        Harness {
+            planned,
+            run: 0,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+        }
     }
 
     /// Prints a diagnostic line.

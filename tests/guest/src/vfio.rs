@@ -120,13 +120,19 @@ pub fn cdev_path(bdf: &str) -> io::Result<String> {
             return Ok(format!("/dev/vfio/devices/{name}"));
         }
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, format!("{bdf} has no VFIO device cdev")))
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{bdf} has no VFIO device cdev"),
+    ))
 }
 
 /// The IOMMU group number of a PCI function.
 pub fn iommu_group(bdf: &str) -> io::Result<String> {
     let link = std::fs::read_link(sys::pci_dir(bdf).join("iommu_group"))?;
-    Ok(link.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    Ok(link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default())
 }
 
 fn open_rw(path: &str) -> io::Result<File> {
@@ -155,9 +161,14 @@ impl Device {
         ctx("VFIO_DEVICE_BIND_IOMMUFD", unsafe {
             ioctl_ptr(&fd, ioctl::VFIO_DEVICE_BIND_IOMMUFD, &mut bind)
         })?;
-        let mut alloc = IommuIoasAlloc { size: size_of::<IommuIoasAlloc>() as u32, ..Default::default() };
+        let mut alloc = IommuIoasAlloc {
+            size: size_of::<IommuIoasAlloc>() as u32,
+            ..Default::default()
+        };
         // SAFETY: The argument is the structure IOMMU_IOAS_ALLOC takes.
-        ctx("IOMMU_IOAS_ALLOC", unsafe { ioctl_ptr(&iommufd, ioctl::IOMMU_IOAS_ALLOC, &mut alloc) })?;
+        ctx("IOMMU_IOAS_ALLOC", unsafe {
+            ioctl_ptr(&iommufd, ioctl::IOMMU_IOAS_ALLOC, &mut alloc)
+        })?;
         let mut attach = uapi::vfio_device_attach_iommufd_pt {
             argsz: size_of::<uapi::vfio_device_attach_iommufd_pt>() as u32,
             pt_id: alloc.out_ioas_id,
@@ -167,7 +178,10 @@ impl Device {
         ctx("VFIO_DEVICE_ATTACH_IOMMUFD_PT", unsafe {
             ioctl_ptr(&fd, ioctl::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach)
         })?;
-        Ok(Device { fd, context: Context::Iommufd(iommufd) })
+        Ok(Device {
+            fd,
+            context: Context::Iommufd(iommufd),
+        })
     }
 
     /// Opens the device through its IOMMU group in a new type1 (v2) container.
@@ -192,17 +206,30 @@ impl Device {
         })?;
         ctx(
             "VFIO_SET_IOMMU",
-            ioctl_val(&container, ioctl::VFIO_SET_IOMMU, uapi::VFIO_TYPE1v2_IOMMU as libc::c_ulong),
+            ioctl_val(
+                &container,
+                ioctl::VFIO_SET_IOMMU,
+                uapi::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
+            ),
         )?;
         let name = std::ffi::CString::new(bdf).map_err(io::Error::other)?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD takes a NUL-terminated device name.
-        let r = unsafe { libc::ioctl(group.as_raw_fd(), ioctl::VFIO_GROUP_GET_DEVICE_FD, name.as_ptr()) };
+        let r = unsafe {
+            libc::ioctl(
+                group.as_raw_fd(),
+                ioctl::VFIO_GROUP_GET_DEVICE_FD,
+                name.as_ptr(),
+            )
+        };
         if r < 0 {
             return ctx("VFIO_GROUP_GET_DEVICE_FD", Err(io::Error::last_os_error()));
         }
         // SAFETY: `r` is a new fd that nothing else owns.
         let fd = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(r) };
-        Ok(Device { fd, context: Context::Group { container, group } })
+        Ok(Device {
+            fd,
+            context: Context::Group { container, group },
+        })
     }
 
     /// `VFIO_DEVICE_GET_INFO`.
@@ -212,7 +239,9 @@ impl Device {
             ..Default::default()
         };
         // SAFETY: The argument is the structure VFIO_DEVICE_GET_INFO takes.
-        ctx("VFIO_DEVICE_GET_INFO", unsafe { ioctl_ptr(&self.fd, ioctl::VFIO_DEVICE_GET_INFO, &mut info) })?;
+        ctx("VFIO_DEVICE_GET_INFO", unsafe {
+            ioctl_ptr(&self.fd, ioctl::VFIO_DEVICE_GET_INFO, &mut info)
+        })?;
         Ok(info)
     }
 
@@ -248,19 +277,27 @@ impl Device {
         let mut b = [0u8; N];
         let n = self.read_region(region::CONFIG, offset, &mut b)?;
         if n != N {
-            return Err(io::Error::other(format!("config read at {offset:#x}: {n} of {N} bytes")));
+            return Err(io::Error::other(format!(
+                "config read at {offset:#x}: {n} of {N} bytes"
+            )));
         }
         Ok(b)
     }
 
     /// Reads `buf.len()` config-space bytes at `offset`, as one pread.
     pub fn config_pread(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.read_at(buf, ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset)
+        self.fd.read_at(
+            buf,
+            ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset,
+        )
     }
 
     /// Writes `buf` to config space at `offset`, as one pwrite.
     pub fn config_pwrite(&self, offset: u64, buf: &[u8]) -> io::Result<usize> {
-        self.fd.write_at(buf, ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset)
+        self.fd.write_at(
+            buf,
+            ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset,
+        )
     }
 
     /// Reads a little-endian 64-bit config-space value.
@@ -277,7 +314,9 @@ impl Device {
     pub fn config_write<const N: usize>(&self, offset: u64, val: [u8; N]) -> io::Result<()> {
         let n = self.config_pwrite(offset, &val)?;
         if n != N {
-            return Err(io::Error::other(format!("config write at {offset:#x}: {n} of {N} bytes")));
+            return Err(io::Error::other(format!(
+                "config write at {offset:#x}: {n} of {N} bytes"
+            )));
         }
         Ok(())
     }
@@ -290,7 +329,11 @@ impl Device {
     /// `VFIO_DEVICE_GET_REGION_INFO` with a caller-chosen `argsz` (at least the fixed part):
     /// returns the fixed part and the raw bytes the kernel wrote (capabilities follow the fixed
     /// part when `argsz` is large enough). Errors keep their errno.
-    pub fn region_info_raw(&self, index: u32, argsz: u32) -> io::Result<(uapi::vfio_region_info, Vec<u8>)> {
+    pub fn region_info_raw(
+        &self,
+        index: u32,
+        argsz: u32,
+    ) -> io::Result<(uapi::vfio_region_info, Vec<u8>)> {
         let fixed = size_of::<uapi::vfio_region_info>();
         let len = (argsz as usize).max(fixed);
         // u64 storage keeps the structure aligned.
@@ -302,7 +345,13 @@ impl Device {
             (*info).index = index;
         }
         // SAFETY: The kernel writes at most `argsz` bytes, which `buf` holds.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), ioctl::VFIO_DEVICE_GET_REGION_INFO, info) };
+        let r = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                ioctl::VFIO_DEVICE_GET_REGION_INFO,
+                info,
+            )
+        };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -25,7 +25,10 @@ impl Clock for FakeClock {
         self.now.get()
     }
     fn sleep_ms(&mut self, ms: u64) -> Result<(), WaitError> {
-        assert!((1..=MAX_POLL_INTERVAL_MS).contains(&ms), "interval {ms} ms out of range");
+        assert!(
+            (1..=MAX_POLL_INTERVAL_MS).contains(&ms),
+            "interval {ms} ms out of range"
+        );
         self.now.set(self.now.get() + ms);
         match self.kill_at {
             Some(t) if self.now.get() >= t => Err(WaitError::Interrupted),
@@ -35,7 +38,10 @@ impl Clock for FakeClock {
 }
 
 fn clock() -> FakeClock {
-    FakeClock { now: Rc::new(Cell::new(0)), kill_at: None }
+    FakeClock {
+        now: Rc::new(Cell::new(0)),
+        kill_at: None,
+    }
 }
 
 /// Waits for a device that becomes ready at `ready_at` ms; returns the outcome, the time it was
@@ -63,7 +69,10 @@ fn overhead_is_small_at_the_delays_that_matter() {
         assert_eq!(r, Ok(()));
         let overhead = t - ready_at;
         // Upstream detects at the next whole second: 1000 - ready_at for these.
-        assert!(overhead <= ready_at / 16 + 1, "ready at {ready_at} ms detected at {t} ms");
+        assert!(
+            overhead <= ready_at / 16 + 1,
+            "ready at {ready_at} ms detected at {t} ms"
+        );
     }
 }
 
@@ -71,13 +80,19 @@ fn overhead_is_small_at_the_delays_that_matter() {
 fn legacy_budget_is_thirty_seconds() {
     let (r, t, polls) = detect(u64::MAX);
     assert_eq!(r, Err(WaitError::TimedOut));
-    assert!(t > LEGACY_TIMEOUT_MS && t <= LEGACY_TIMEOUT_MS + MAX_POLL_INTERVAL_MS, "gave up at {t} ms");
+    assert!(
+        t > LEGACY_TIMEOUT_MS && t <= LEGACY_TIMEOUT_MS + MAX_POLL_INTERVAL_MS,
+        "gave up at {t} ms"
+    );
     assert!(polls < 200, "{polls} polls");
 }
 
 #[test]
 fn fatal_signal_interrupts() {
-    let mut c = FakeClock { kill_at: Some(50), ..clock() };
+    let mut c = FakeClock {
+        kill_at: Some(50),
+        ..clock()
+    };
     assert_eq!(wait_legacy(&mut c, || false), Err(WaitError::Interrupted));
     assert!(c.ms() < 100);
 }
@@ -93,7 +108,10 @@ fn interval_schedule() {
 #[test]
 fn cxl_timeout_field() {
     let t = |f: u32| cxl_mem_active_timeout_ms(f << CXL_MEM_ACTIVE_TIMEOUT_SHIFT);
-    assert_eq!([t(0), t(1), t(2), t(3), t(4), t(5), t(7)], [1_000, 4_000, 16_000, 64_000, 256_000, 256_000, 256_000]);
+    assert_eq!(
+        [t(0), t(1), t(2), t(3), t(4), t(5), t(7)],
+        [1_000, 4_000, 16_000, 64_000, 256_000, 256_000, 256_000]
+    );
 }
 
 #[test]
@@ -110,6 +128,9 @@ fn cxl_waits() {
     assert!(c.ms() > 1_000 && c.ms() < 1_200, "{}", c.ms());
     // Valid but never active, timeout field 1 (4 s): gives up after ~4 s.
     let mut c = clock();
-    assert_eq!(wait_cxl(&mut c, || valid | (1 << CXL_MEM_ACTIVE_TIMEOUT_SHIFT)), Err(WaitError::TimedOut));
+    assert_eq!(
+        wait_cxl(&mut c, || valid | (1 << CXL_MEM_ACTIVE_TIMEOUT_SHIFT)),
+        Err(WaitError::TimedOut)
+    );
     assert!(c.ms() > 4_000 && c.ms() < 4_400, "{}", c.ms());
 }

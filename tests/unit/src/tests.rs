@@ -43,10 +43,18 @@ fn model_layout(memphys: u64, memlength: u64, bug: bool) -> Result<Layout, Layou
     if use_unrounded > 1 << 63 {
         return Err(LayoutError::Overflow);
     }
-    let use_bar = if use_unrounded == 0 { 1 } else { model_roundup(use_unrounded as u64) };
+    let use_bar = if use_unrounded == 0 {
+        1
+    } else {
+        model_roundup(use_unrounded as u64)
+    };
     if !bug {
         return Ok(Layout {
-            usemem: MemRegion { memphys, memlength, bar_size: use_bar },
+            usemem: MemRegion {
+                memphys,
+                memlength,
+                bar_size: use_bar,
+            },
             resmem: None,
         });
     }
@@ -60,7 +68,11 @@ fn model_layout(memphys: u64, memlength: u64, bug: bool) -> Result<Layout, Layou
     }
     let res_len = l - use_len;
     Ok(Layout {
-        usemem: MemRegion { memphys, memlength: use_len as u64, bar_size: use_bar },
+        usemem: MemRegion {
+            memphys,
+            memlength: use_len as u64,
+            bar_size: use_bar,
+        },
         resmem: Some(MemRegion {
             memphys: res_phys as u64,
             memlength: res_len as u64,
@@ -73,8 +85,22 @@ fn model_layout(memphys: u64, memlength: u64, bug: bool) -> Result<Layout, Layou
 fn gh200_rig_geometry() {
     // The rig's default: 1.5 GiB at 512 MiB, MIG bug present.
     let l = Layout::new(0x2000_0000, 0x6000_0000, true).unwrap();
-    assert_eq!(l.usemem, MemRegion { memphys: 0x2000_0000, memlength: 512 * MIB, bar_size: 512 * MIB });
-    assert_eq!(l.resmem, Some(MemRegion { memphys: 0x4000_0000, memlength: GIB, bar_size: GIB }));
+    assert_eq!(
+        l.usemem,
+        MemRegion {
+            memphys: 0x2000_0000,
+            memlength: 512 * MIB,
+            bar_size: 512 * MIB
+        }
+    );
+    assert_eq!(
+        l.resmem,
+        Some(MemRegion {
+            memphys: 0x4000_0000,
+            memlength: GIB,
+            bar_size: GIB
+        })
+    );
 }
 
 #[test]
@@ -91,7 +117,10 @@ fn non_power_of_two_split() {
 
 #[test]
 fn usemem_rounding_to_zero_is_einval() {
-    assert_eq!(Layout::new(0, GIB + 511 * MIB, true), Err(LayoutError::NoUsemem));
+    assert_eq!(
+        Layout::new(0, GIB + 511 * MIB, true),
+        Err(LayoutError::NoUsemem)
+    );
     assert_eq!(Layout::new(0, GIB, true), Err(LayoutError::NoUsemem));
     assert_eq!(Layout::new(0, GIB - 1, true), Err(LayoutError::Overflow));
 }
@@ -100,7 +129,14 @@ fn usemem_rounding_to_zero_is_einval() {
 fn no_mig_bug_is_all_usemem() {
     let l = Layout::new(0x2000_0000, 0x6000_0000, false).unwrap();
     assert_eq!(l.resmem, None);
-    assert_eq!(l.usemem, MemRegion { memphys: 0x2000_0000, memlength: 0x6000_0000, bar_size: 2 * GIB });
+    assert_eq!(
+        l.usemem,
+        MemRegion {
+            memphys: 0x2000_0000,
+            memlength: 0x6000_0000,
+            bar_size: 2 * GIB
+        }
+    );
 }
 
 proptest! {
@@ -122,7 +158,10 @@ proptest! {
 /// BAR bytes read their register and everything else reads `phys`.
 fn model_read(bars: &EmuBars, pos: u64, phys: &[u8]) -> Vec<u8> {
     let mut out = phys.to_vec();
-    let regs = [(RESMEM_BAR_OFFSET, bars.resmem), (USEMEM_BAR_OFFSET, Some(bars.usemem))];
+    let regs = [
+        (RESMEM_BAR_OFFSET, bars.resmem),
+        (USEMEM_BAR_OFFSET, Some(bars.usemem)),
+    ];
     for (i, b) in out.iter_mut().enumerate() {
         let addr = pos + i as u64;
         for (reg, bar) in regs {
@@ -138,7 +177,10 @@ fn model_read(bars: &EmuBars, pos: u64, phys: &[u8]) -> Vec<u8> {
 
 #[test]
 fn bar_read_back_and_sizing() {
-    let mut bars = EmuBars { resmem: Some(EmuBar::new(GIB)), usemem: EmuBar::new(512 * MIB) };
+    let mut bars = EmuBars {
+        resmem: Some(EmuBar::new(GIB)),
+        usemem: EmuBar::new(512 * MIB),
+    };
     let mut buf = [0u8; 8];
     overlay_read(&bars, USEMEM_BAR_OFFSET, &mut buf);
     assert_eq!(u64::from_le_bytes(buf), BAR_FLAGS);
@@ -153,17 +195,29 @@ fn bar_read_back_and_sizing() {
 
 #[test]
 fn access_over_both_bars_emulates_both() {
-    let mut bars = EmuBars { resmem: Some(EmuBar::new(GIB)), usemem: EmuBar::new(512 * MIB) };
+    let mut bars = EmuBars {
+        resmem: Some(EmuBar::new(GIB)),
+        usemem: EmuBar::new(512 * MIB),
+    };
     let mut buf = [0u8; 16];
     assert_eq!(bars.write(RESMEM_BAR_OFFSET, &[0xff; 16]), Some(16));
     overlay_read(&bars, RESMEM_BAR_OFFSET, &mut buf);
-    assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), !(GIB - 1) | BAR_FLAGS);
-    assert_eq!(u64::from_le_bytes(buf[8..].try_into().unwrap()), !(512 * MIB - 1) | BAR_FLAGS);
+    assert_eq!(
+        u64::from_le_bytes(buf[..8].try_into().unwrap()),
+        !(GIB - 1) | BAR_FLAGS
+    );
+    assert_eq!(
+        u64::from_le_bytes(buf[8..].try_into().unwrap()),
+        !(512 * MIB - 1) | BAR_FLAGS
+    );
 }
 
 #[test]
 fn without_resmem_bar2_passes_through() {
-    let mut bars = EmuBars { resmem: None, usemem: EmuBar::new(2 * GIB) };
+    let mut bars = EmuBars {
+        resmem: None,
+        usemem: EmuBar::new(2 * GIB),
+    };
     assert_eq!(bars.write_span(RESMEM_BAR_OFFSET, 8), None);
     assert_eq!(bars.write(RESMEM_BAR_OFFSET, &[0xff; 8]), None);
     assert_eq!(bars.write_span(USEMEM_BAR_OFFSET - 1, 2), Some((1, 2)));
@@ -241,7 +295,10 @@ proptest! {
 #[test]
 fn region_pfns() {
     let l = Layout::new(0x2000_0000, 0x6000_0000, true).unwrap();
-    assert_eq!((l.usemem.first_pfn(12), l.usemem.nr_pages(12)), (0x20000, 0x20000));
+    assert_eq!(
+        (l.usemem.first_pfn(12), l.usemem.nr_pages(12)),
+        (0x20000, 0x20000)
+    );
     let r = l.resmem.unwrap();
     assert_eq!((r.first_pfn(12), r.nr_pages(12)), (0x40000, 0x40000));
     // 64 KiB pages (arm64 option).

@@ -31,11 +31,18 @@ fn read_back(bar_size: u64, written: u64) -> u64 {
 /// The model's access-log lines written since `from` bytes into the log.
 fn model_log_since(from: u64) -> std::io::Result<Vec<String>> {
     let log = std::fs::read_to_string("/mnt/model/access.log")?;
-    Ok(log.get(from as usize..).unwrap_or("").lines().map(str::to_string).collect())
+    Ok(log
+        .get(from as usize..)
+        .unwrap_or("")
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 fn model_log_len() -> u64 {
-    std::fs::metadata("/mnt/model/access.log").map(|m| m.len()).unwrap_or(0)
+    std::fs::metadata("/mnt/model/access.log")
+        .map(|m| m.len())
+        .unwrap_or(0)
 }
 
 /// A config write the model saw at `0x18..0x28` (the BAR2..5 registers).
@@ -54,7 +61,8 @@ fn bar_writes(lines: &[String]) -> Vec<String> {
 }
 
 fn regions() -> Result<(Region, Option<Region>), Failure> {
-    expected_regions().ok_or_else(|| Failure::Skip("no GPU memory described (RIG_DSD/RIG_MEM_SIZE)".into()))
+    expected_regions()
+        .ok_or_else(|| Failure::Skip("no GPU memory described (RIG_DSD/RIG_MEM_SIZE)".into()))
 }
 
 fn main() {
@@ -63,7 +71,14 @@ fn main() {
         Some(r) => r,
         None => {
             t.diag("no _DSD memory: the BARs are not emulated");
-            (Region { memphys: 0, memlength: 0, bar_size: 0 }, None)
+            (
+                Region {
+                    memphys: 0,
+                    memlength: 0,
+                    bar_size: 0,
+                },
+                None,
+            )
         }
     };
     let dev = match Device::open_iommufd(GPU_BDF) {
@@ -87,17 +102,32 @@ fn main() {
 
     t.test("bar_sizing_32bit_halves", || {
         regions()?;
-        for (bar, size) in [(BAR4, Some(usemem.bar_size)), (BAR2, resmem.map(|r| r.bar_size))] {
+        for (bar, size) in [
+            (BAR4, Some(usemem.bar_size)),
+            (BAR2, resmem.map(|r| r.bar_size)),
+        ] {
             let Some(size) = size else { continue };
             dev.config_write(bar, 0xffff_ffffu32.to_le_bytes())?;
             dev.config_write(bar + 4, 0xffff_ffffu32.to_le_bytes())?;
-            check_eq!(dev.config_read32(bar)?, read_back(size, !0) as u32, "low half at {bar:#x}");
-            check_eq!(dev.config_read32(bar + 4)?, (read_back(size, !0) >> 32) as u32, "high half at {bar:#x}");
+            check_eq!(
+                dev.config_read32(bar)?,
+                read_back(size, !0) as u32,
+                "low half at {bar:#x}"
+            );
+            check_eq!(
+                dev.config_read32(bar + 4)?,
+                (read_back(size, !0) >> 32) as u32,
+                "high half at {bar:#x}"
+            );
             // Program an address; read back the address bits plus flags.
             let addr = 0x0000_0040_0000_0000u64;
             dev.config_write(bar, (addr as u32).to_le_bytes())?;
             dev.config_write(bar + 4, ((addr >> 32) as u32).to_le_bytes())?;
-            check_eq!(dev.config_read64(bar)?, read_back(size, addr), "programmed BAR at {bar:#x}");
+            check_eq!(
+                dev.config_read64(bar)?,
+                read_back(size, addr),
+                "programmed BAR at {bar:#x}"
+            );
         }
         Ok(())
     });
@@ -112,14 +142,22 @@ fn main() {
                 let mut b = vec![0u8; width];
                 let n = dev.config_pread(BAR4 + start as u64, &mut b)?;
                 check_eq!(n, width, "read count, {width} bytes at +{start}");
-                check_eq!(b.as_slice(), &want[start..start + width], "{width} bytes at BAR4+{start}");
+                check_eq!(
+                    b.as_slice(),
+                    &want[start..start + width],
+                    "{width} bytes at BAR4+{start}"
+                );
             }
         }
         // Byte-wise writes build the same register.
         for (i, byte) in (!0u64).to_le_bytes().iter().enumerate() {
             dev.config_write(BAR4 + i as u64, [*byte])?;
         }
-        check_eq!(dev.config_read64(BAR4)?, read_back(usemem.bar_size, !0), "after byte-wise sizing");
+        check_eq!(
+            dev.config_read64(BAR4)?,
+            read_back(usemem.bar_size, !0),
+            "after byte-wise sizing"
+        );
         Ok(())
     });
 
@@ -128,7 +166,11 @@ fn main() {
         dev.config_write(BAR4, 0xffff_ffff_ffff_ffffu64.to_le_bytes())?;
         let mut header = [0u8; 64];
         check_eq!(dev.config_pread(0, &mut header)?, 64usize, "64-byte read");
-        check_eq!(u16::from_le_bytes([header[0], header[1]]), 0x10deu16, "vendor in the 64-byte read");
+        check_eq!(
+            u16::from_le_bytes([header[0], header[1]]),
+            0x10deu16,
+            "vendor in the 64-byte read"
+        );
         // A read that starts inside BAR3 and ends inside BAR4. Difference 1: upstream stops at the
         // BAR2/3 range (emulated or not), so the BAR4 bytes read the absent physical BAR: 0.
         let mut b = [0u8; 4];
@@ -138,36 +180,59 @@ fn main() {
             Some(Build::Upstream) => [0u8; 2],
             _ => [bar4[0], bar4[1]],
         };
-        check_eq!(&b[2..], &want[..], "BAR4 bytes of a read straddling 0x20 ({:?})", build());
+        check_eq!(
+            &b[2..],
+            &want[..],
+            "BAR4 bytes of a read straddling 0x20 ({:?})",
+            build()
+        );
         // Difference 1: upstream looks no further than BAR2/3 for a window that covers it (and
         // emulates nothing there without resmem), so BAR4/5 reads the absent physical BAR: 0.
         let want = match build() {
             Some(Build::Upstream) => [0u8; 8],
             _ => bar4,
         };
-        check_eq!(&header[0x20..0x28], &want[..], "BAR4/5 in the 64-byte read ({:?})", build());
+        check_eq!(
+            &header[0x20..0x28],
+            &want[..],
+            "BAR4/5 in the 64-byte read ({:?})",
+            build()
+        );
         Ok(())
     });
 
     t.test("multi_bar_read", || {
-        let Some(res) = resmem else { return Err(Failure::Skip("no resmem on this GPU".into())) };
+        let Some(res) = resmem else {
+            return Err(Failure::Skip("no resmem on this GPU".into()));
+        };
         dev.config_write(BAR2, (!0u64).to_le_bytes())?;
         dev.config_write(BAR4, (!0u64).to_le_bytes())?;
         let mut b = [0u8; 16];
         check_eq!(dev.config_pread(BAR2, &mut b)?, 16usize, "16-byte read");
-        check_eq!(&b[..8], &read_back(res.bar_size, !0).to_le_bytes()[..], "BAR2/3 part");
+        check_eq!(
+            &b[..8],
+            &read_back(res.bar_size, !0).to_le_bytes()[..],
+            "BAR2/3 part"
+        );
         // Difference 1: Rust emulates BAR4/5 too; upstream returns vfio-pci-core's value of the
         // model's (absent) physical BAR4/5, 0.
         let want = match build() {
             Some(Build::Upstream) => 0,
             _ => read_back(usemem.bar_size, !0),
         };
-        check_eq!(u64::from_le_bytes(b[8..].try_into().unwrap()), want, "BAR4/5 part ({:?})", build());
+        check_eq!(
+            u64::from_le_bytes(b[8..].try_into().unwrap()),
+            want,
+            "BAR4/5 part ({:?})",
+            build()
+        );
         Ok(())
     });
 
     t.test("multi_bar_write", || {
-        let Some(res) = resmem else { return Err(Failure::Skip("no resmem on this GPU".into())) };
+        let Some(res) = resmem else {
+            return Err(Failure::Skip("no resmem on this GPU".into()));
+        };
         dev.config_write(BAR2, 0u64.to_le_bytes())?;
         dev.config_write(BAR4, 0u64.to_le_bytes())?;
         let n = dev.config_pwrite(BAR2, &[0xff; 16])?;
@@ -177,8 +242,17 @@ fn main() {
             _ => (16usize, read_back(usemem.bar_size, !0)),
         };
         check_eq!(n, want_n, "bytes written ({:?})", build());
-        check_eq!(dev.config_read64(BAR2)?, read_back(res.bar_size, !0), "BAR2/3 after the write");
-        check_eq!(dev.config_read64(BAR4)?, want_bar4, "BAR4/5 after the write ({:?})", build());
+        check_eq!(
+            dev.config_read64(BAR2)?,
+            read_back(res.bar_size, !0),
+            "BAR2/3 after the write"
+        );
+        check_eq!(
+            dev.config_read64(BAR4)?,
+            want_bar4,
+            "BAR4/5 after the write ({:?})",
+            build()
+        );
         Ok(())
     });
 
@@ -189,7 +263,11 @@ fn main() {
         }
         // vfio-pci-core virtualises the model's physical BAR2 (64-bit prefetchable, 32 MiB).
         dev.config_write(BAR2, (!0u64).to_le_bytes())?;
-        check_eq!(dev.config_read64(BAR2)?, !(MODEL_BAR2_SIZE - 1) | FLAGS, "BAR2/3 sizing through vfio-pci-core");
+        check_eq!(
+            dev.config_read64(BAR2)?,
+            !(MODEL_BAR2_SIZE - 1) | FLAGS,
+            "BAR2/3 sizing through vfio-pci-core"
+        );
         let info = dev.region_info(2)?;
         check_eq!(info.size, MODEL_BAR2_SIZE, "BAR2 region size");
         Ok(())
@@ -209,7 +287,12 @@ fn main() {
             Some(Build::Upstream) => 0u32,
             _ => read_back(usemem.bar_size, !0) as u32,
         };
-        check_eq!(u32::from_le_bytes(b[4..].try_into().unwrap()), want, "BAR4 low half ({:?})", build());
+        check_eq!(
+            u32::from_le_bytes(b[4..].try_into().unwrap()),
+            want,
+            "BAR4 low half ({:?})",
+            build()
+        );
         Ok(())
     });
 
@@ -217,16 +300,27 @@ fn main() {
         regions()?;
         dev.config_write(BAR4, (!0u64).to_le_bytes())?;
         dev.reset()?;
-        check_eq!(dev.config_read64(BAR4)?, FLAGS, "BAR4/5 after VFIO_DEVICE_RESET");
+        check_eq!(
+            dev.config_read64(BAR4)?,
+            FLAGS,
+            "BAR4/5 after VFIO_DEVICE_RESET"
+        );
         Ok(())
     });
 
     t.test("writes_never_reach_the_model", || {
         regions()?;
         let lines = model_log_since(log_start)?;
-        check!(!lines.is_empty(), "the model's access log is empty: is /mnt/model shared?");
+        check!(
+            !lines.is_empty(),
+            "the model's access log is empty: is /mnt/model shared?"
+        );
         let w = bar_writes(&lines);
-        check!(w.is_empty(), "the model saw BAR register writes:\n{}", w.join("\n"));
+        check!(
+            w.is_empty(),
+            "the model saw BAR register writes:\n{}",
+            w.join("\n")
+        );
         Ok(())
     });
 
@@ -237,16 +331,28 @@ fn main() {
         {
             let dev = Device::open_iommufd(GPU_BDF)?;
             dev.config_write(BAR4, (!0u64).to_le_bytes())?;
-            check_eq!(dev.config_read64(BAR4)?, read_back(usemem.bar_size, !0), "BAR4/5 before close");
+            check_eq!(
+                dev.config_read64(BAR4)?,
+                read_back(usemem.bar_size, !0),
+                "BAR4/5 before close"
+            );
         }
         let dev = Device::open_iommufd(GPU_BDF)?;
-        check_eq!(dev.config_read64(BAR4)?, FLAGS, "BAR4/5 after close and open");
+        check_eq!(
+            dev.config_read64(BAR4)?,
+            FLAGS,
+            "BAR4/5 after close and open"
+        );
         Ok(())
     });
 
     t.test("no_kernel_splat", || {
         let splats = sys::splats()?;
-        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
         Ok(())
     });
 

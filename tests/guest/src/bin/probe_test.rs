@@ -27,12 +27,19 @@ const MODEL_BAR2_SIZE: u64 = 32 << 20;
 /// the BAR0 path; on the CXL path below the 1 s in which Memory_Info_Valid must appear (the
 /// model raises valid and active together).
 fn probe_delay_ms() -> u64 {
-    if rig_gpu() == "cxl" { 600 } else { 1_500 }
+    if rig_gpu() == "cxl" {
+        600
+    } else {
+        1_500
+    }
 }
 
 /// Loads the driver build and binds the GPU; returns whether it ended up bound.
 fn bind(build: &str) -> bool {
-    Command::new("rig-bind").arg(build).status().is_ok_and(|s| s.success())
+    Command::new("rig-bind")
+        .arg(build)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn unbind() {
@@ -49,7 +56,9 @@ fn model_control(lines: &str) -> std::io::Result<()> {
 fn probe_error() -> Option<i32> {
     let log = sys::kernel_log().ok()?;
     log.iter().rev().find_map(|l| {
-        let rest = l.split_once("probe with driver nvgrace_gpu_vfio_pci failed with error ")?.1;
+        let rest = l
+            .split_once("probe with driver nvgrace_gpu_vfio_pci failed with error ")?
+            .1;
         rest.trim().parse::<i32>().ok()
     })
 }
@@ -65,7 +74,10 @@ fn main() {
     let invalid_layout = std::env::var("RIG_DSD").ok().as_deref() != Some("0")
         && std::env::var("RIG_MEM_SIZE").ok().as_deref() != Some("0")
         && regions.is_none();
-    t.diag(format!("build {build}, GPU {}, expected regions {regions:x?}", rig_gpu()));
+    t.diag(format!(
+        "build {build}, GPU {}, expected regions {regions:x?}",
+        rig_gpu()
+    ));
 
     t.test("probe_outcome", || {
         let bound = bind(&build);
@@ -76,7 +88,11 @@ fn main() {
             return Ok(());
         }
         check!(bound, "not bound (probe error {:?})", probe_error());
-        check_eq!(sys::bound_driver(GPU_BDF), Some(DRIVER_NAME.to_string()), "driver");
+        check_eq!(
+            sys::bound_driver(GPU_BDF),
+            Some(DRIVER_NAME.to_string()),
+            "driver"
+        );
         Ok(())
     });
 
@@ -94,7 +110,11 @@ fn main() {
             }
             Some((usemem, resmem)) => {
                 check_eq!(bar4.size, usemem.bar_size, "usemem BAR4 size");
-                check_eq!(bar2.size, resmem.map_or(MODEL_BAR2_SIZE, |r| r.bar_size), "BAR2 size");
+                check_eq!(
+                    bar2.size,
+                    resmem.map_or(MODEL_BAR2_SIZE, |r| r.bar_size),
+                    "BAR2 size"
+                );
             }
         }
         Ok(())
@@ -111,7 +131,11 @@ fn main() {
         let bound = bind(&build);
         let took = start.elapsed();
         model_control("")?;
-        check!(bound, "not bound after the device became ready (probe error {:?})", probe_error());
+        check!(
+            bound,
+            "not bound after the device became ready (probe error {:?})",
+            probe_error()
+        );
         check!(
             took >= Duration::from_millis(delay),
             "bound after {took:?}, before the device was ready ({delay} ms)"
@@ -134,7 +158,11 @@ fn main() {
 
     t.test("no_kernel_splat", || {
         let splats = sys::splats()?;
-        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
         Ok(())
     });
     t.finish()

@@ -33,7 +33,9 @@ fn errno(r: std::io::Result<usize>) -> Option<i32> {
 
 /// A byte pattern that differs per offset and per test run.
 fn pattern(offset: u64, len: usize, seed: u8) -> Vec<u8> {
-    (0..len as u64).map(|i| ((offset + i).wrapping_mul(31) as u8) ^ seed).collect()
+    (0..len as u64)
+        .map(|i| ((offset + i).wrapping_mul(31) as u8) ^ seed)
+        .collect()
 }
 
 fn region_info_test(dev: &Device, index: u32, r: &Region) -> Outcome {
@@ -49,8 +51,13 @@ fn region_info_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     check_eq!(small.flags, want_flags, "flags (region {index})");
     check_eq!(small.cap_offset, 0u32, "cap_offset with a too-small argsz");
     let needed = small.argsz;
-    let cap_len = size_of::<uapi::vfio_region_info_cap_sparse_mmap>() + size_of::<uapi::vfio_region_sparse_mmap_area>();
-    check_eq!(needed as usize, fixed as usize + cap_len, "argsz needed for one sparse area");
+    let cap_len = size_of::<uapi::vfio_region_info_cap_sparse_mmap>()
+        + size_of::<uapi::vfio_region_sparse_mmap_area>();
+    check_eq!(
+        needed as usize,
+        fixed as usize + cap_len,
+        "argsz needed for one sparse area"
+    );
 
     // Exactly the needed argsz: the sparse-mmap capability follows the fixed part.
     let (full, bytes) = dev.region_info_raw(index, needed)?;
@@ -60,7 +67,11 @@ fn region_info_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     let version = u16::from_le_bytes([cap[2], cap[3]]);
     let next = u32::from_le_bytes(cap[4..8].try_into().unwrap());
     let nr_areas = u32::from_le_bytes(cap[8..12].try_into().unwrap());
-    check_eq!((id, version, next, nr_areas), (CAP_SPARSE_MMAP, 1u16, 0u32, 1u32), "sparse-mmap header");
+    check_eq!(
+        (id, version, next, nr_areas),
+        (CAP_SPARSE_MMAP, 1u16, 0u32, 1u32),
+        "sparse-mmap header"
+    );
     let area_off = u64::from_le_bytes(cap[16..24].try_into().unwrap());
     let area_size = u64::from_le_bytes(cap[24..32].try_into().unwrap());
     check_eq!((area_off, area_size), (0u64, r.memlength), "sparse area");
@@ -77,39 +88,103 @@ fn boundaries_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     let mut b8 = [0u8; 8];
     // Start of memory and its last byte.
     check_eq!(dev.fd.read_at(&mut b8[..1], at(0))?, 1usize, "read at 0");
-    check_eq!(dev.fd.read_at(&mut b8[..1], at(r.memlength - 1))?, 1usize, "read at memlength - 1");
+    check_eq!(
+        dev.fd.read_at(&mut b8[..1], at(r.memlength - 1))?,
+        1usize,
+        "read at memlength - 1"
+    );
     // A read across the end of memory: memory, then all-ones.
     if r.memlength < r.bar_size {
         dev.fd.write_at(&[0x5a; 4], at(r.memlength - 4))?;
         b8 = [0; 8];
         if stops_at_memlength(index) {
-            check_eq!(dev.fd.read_at(&mut b8, at(r.memlength - 4))?, 4usize, "read across memlength (difference 3)");
-            check_eq!(b8, [0x5a, 0x5a, 0x5a, 0x5a, 0, 0, 0, 0], "bytes across memlength (difference 3)");
-            check_eq!(dev.fd.write_at(&[0x5a; 8], at(r.memlength - 4))?, 4usize, "write across memlength (difference 3)");
+            check_eq!(
+                dev.fd.read_at(&mut b8, at(r.memlength - 4))?,
+                4usize,
+                "read across memlength (difference 3)"
+            );
+            check_eq!(
+                b8,
+                [0x5a, 0x5a, 0x5a, 0x5a, 0, 0, 0, 0],
+                "bytes across memlength (difference 3)"
+            );
+            check_eq!(
+                dev.fd.write_at(&[0x5a; 8], at(r.memlength - 4))?,
+                4usize,
+                "write across memlength (difference 3)"
+            );
         } else {
-            check_eq!(dev.fd.read_at(&mut b8, at(r.memlength - 4))?, 8usize, "read across memlength");
-            check_eq!(b8, [0x5a, 0x5a, 0x5a, 0x5a, 0xff, 0xff, 0xff, 0xff], "bytes across memlength");
-            check_eq!(dev.fd.write_at(&[0x5a; 8], at(r.memlength - 4))?, 8usize, "write across memlength");
+            check_eq!(
+                dev.fd.read_at(&mut b8, at(r.memlength - 4))?,
+                8usize,
+                "read across memlength"
+            );
+            check_eq!(
+                b8,
+                [0x5a, 0x5a, 0x5a, 0x5a, 0xff, 0xff, 0xff, 0xff],
+                "bytes across memlength"
+            );
+            check_eq!(
+                dev.fd.write_at(&[0x5a; 8], at(r.memlength - 4))?,
+                8usize,
+                "write across memlength"
+            );
         }
-        check_eq!(dev.fd.read_at(&mut b8[..1], at(r.memlength))?, 1usize, "read at memlength");
+        check_eq!(
+            dev.fd.read_at(&mut b8[..1], at(r.memlength))?,
+            1usize,
+            "read at memlength"
+        );
         check_eq!(b8[0], 0xffu8, "byte at memlength");
         // Writes beyond the memory are accepted and dropped.
-        check_eq!(dev.fd.write_at(&[0u8; 8], at(r.memlength))?, 8usize, "write at memlength");
+        check_eq!(
+            dev.fd.write_at(&[0u8; 8], at(r.memlength))?,
+            8usize,
+            "write at memlength"
+        );
         dev.fd.read_at(&mut b8, at(r.memlength))?;
         check_eq!(b8, [0xff; 8], "bytes at memlength after a write");
     }
     // The last byte of the BAR, and clipping at the BAR's end.
-    check_eq!(dev.fd.read_at(&mut b8[..1], at(r.bar_size - 1))?, 1usize, "read at bar_size - 1");
-    check_eq!(dev.fd.read_at(&mut b8, at(r.bar_size - 2))?, 2usize, "read clipped at the BAR end");
-    check_eq!(dev.fd.write_at(&b8, at(r.bar_size - 2))?, 2usize, "write clipped at the BAR end");
+    check_eq!(
+        dev.fd.read_at(&mut b8[..1], at(r.bar_size - 1))?,
+        1usize,
+        "read at bar_size - 1"
+    );
+    check_eq!(
+        dev.fd.read_at(&mut b8, at(r.bar_size - 2))?,
+        2usize,
+        "read clipped at the BAR end"
+    );
+    check_eq!(
+        dev.fd.write_at(&b8, at(r.bar_size - 2))?,
+        2usize,
+        "write clipped at the BAR end"
+    );
     // At and beyond the BAR: EINVAL.
-    check_eq!(errno(dev.fd.read_at(&mut b8, at(r.bar_size))), Some(libc::EINVAL), "read at bar_size");
-    check_eq!(errno(dev.fd.write_at(&b8, at(r.bar_size))), Some(libc::EINVAL), "write at bar_size");
+    check_eq!(
+        errno(dev.fd.read_at(&mut b8, at(r.bar_size))),
+        Some(libc::EINVAL),
+        "read at bar_size"
+    );
+    check_eq!(
+        errno(dev.fd.write_at(&b8, at(r.bar_size))),
+        Some(libc::EINVAL),
+        "write at bar_size"
+    );
     let last = base(index) + (1u64 << VFIO_PCI_OFFSET_SHIFT) - 8;
-    check_eq!(errno(dev.fd.read_at(&mut b8, last)), Some(libc::EINVAL), "read at the region's last offset");
+    check_eq!(
+        errno(dev.fd.read_at(&mut b8, last)),
+        Some(libc::EINVAL),
+        "read at the region's last offset"
+    );
     // A position whose end overflows loff_t: refused before the driver (rw_verify_area).
     let huge = i64::MAX as u64 - 3;
-    check_eq!(errno(dev.fd.read_at(&mut b8, huge)), Some(libc::EINVAL), "read whose end overflows");
+    check_eq!(
+        errno(dev.fd.read_at(&mut b8, huge)),
+        Some(libc::EINVAL),
+        "read whose end overflows"
+    );
     Ok(())
 }
 
@@ -119,9 +194,17 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     for width in [1usize, 2, 4, 8] {
         for off in [0x1000u64, 0x2003] {
             let data = pattern(off, width, width as u8);
-            check_eq!(dev.fd.write_at(&data, at(off))?, width, "write of {width} at {off:#x}");
+            check_eq!(
+                dev.fd.write_at(&data, at(off))?,
+                width,
+                "write of {width} at {off:#x}"
+            );
             let mut back = vec![0u8; width];
-            check_eq!(dev.fd.read_at(&mut back, at(off))?, width, "read of {width} at {off:#x}");
+            check_eq!(
+                dev.fd.read_at(&mut back, at(off))?,
+                width,
+                "read of {width} at {off:#x}"
+            );
             check_eq!(back, data, "{width} bytes at {off:#x}");
         }
     }
@@ -130,7 +213,11 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     let data = pattern(off, 1 << 20, 0xa5);
     check_eq!(dev.fd.write_at(&data, at(off))?, data.len(), "1 MiB write");
     let mut back = vec![0u8; data.len()];
-    check_eq!(dev.fd.read_at(&mut back, at(off))?, data.len(), "1 MiB read");
+    check_eq!(
+        dev.fd.read_at(&mut back, at(off))?,
+        data.len(),
+        "1 MiB read"
+    );
     check!(back == data, "1 MiB read-back differs");
     if r.memlength < r.bar_size {
         let off = r.memlength - 4096;
@@ -138,12 +225,23 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
         let data = pattern(off, 4096, 0x3c);
         dev.fd.write_at(&data, at(off))?;
         if stops_at_memlength(index) {
-            check_eq!(dev.fd.read_at(&mut back, at(off))?, 4096usize, "read across memlength (difference 3)");
+            check_eq!(
+                dev.fd.read_at(&mut back, at(off))?,
+                4096usize,
+                "read across memlength (difference 3)"
+            );
             check!(back[..4096] == data[..], "memory part across memlength");
         } else {
-            check_eq!(dev.fd.read_at(&mut back, at(off))?, back.len(), "read across memlength");
+            check_eq!(
+                dev.fd.read_at(&mut back, at(off))?,
+                back.len(),
+                "read across memlength"
+            );
             check!(back[..4096] == data[..], "memory part across memlength");
-            check!(back[4096..].iter().all(|&b| b == 0xff), "all-ones part across memlength");
+            check!(
+                back[4096..].iter().all(|&b| b == 0xff),
+                "all-ones part across memlength"
+            );
         }
     }
     Ok(())
@@ -166,20 +264,36 @@ fn main() {
     let resmem_or_skip = || resmem.ok_or_else(|| Failure::Skip("no resmem on this GPU".into()));
 
     t.test("usemem_region_info", || region_info_test(&dev, 4, &usemem));
-    t.test("resmem_region_info", || region_info_test(&dev, 2, &resmem_or_skip()?));
+    t.test("resmem_region_info", || {
+        region_info_test(&dev, 2, &resmem_or_skip()?)
+    });
     t.test("usemem_boundaries", || boundaries_test(&dev, 4, &usemem));
-    t.test("resmem_boundaries", || boundaries_test(&dev, 2, &resmem_or_skip()?));
-    t.test("usemem_widths_and_large", || widths_and_large_test(&dev, 4, &usemem));
-    t.test("resmem_widths_and_large", || widths_and_large_test(&dev, 2, &resmem_or_skip()?));
+    t.test("resmem_boundaries", || {
+        boundaries_test(&dev, 2, &resmem_or_skip()?)
+    });
+    t.test("usemem_widths_and_large", || {
+        widths_and_large_test(&dev, 4, &usemem)
+    });
+    t.test("resmem_widths_and_large", || {
+        widths_and_large_test(&dev, 2, &resmem_or_skip()?)
+    });
     t.test("bar0_region_info_from_core", || {
         let info = dev.region_info(0)?;
-        check_eq!((info.offset, info.size), (0u64, 16u64 << 20), "BAR0 offset and size");
+        check_eq!(
+            (info.offset, info.size),
+            (0u64, 16u64 << 20),
+            "BAR0 offset and size"
+        );
         Ok(())
     });
     drop(dev);
     t.test("no_kernel_splat", || {
         let splats = sys::splats()?;
-        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
         Ok(())
     });
     t.finish()

@@ -8,10 +8,17 @@ use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
 
-const REGION_NAMES: [&str; 9] = ["BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "config", "VGA"];
+const REGION_NAMES: [&str; 9] = [
+    "BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "config", "VGA",
+];
 
 fn human(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+    const UNITS: [(&str, u64); 4] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
     for (unit, size) in UNITS {
         if bytes >= size && bytes % size == 0 {
             return format!("{} {unit}", bytes / size);
@@ -42,14 +49,24 @@ fn main() -> std::io::Result<()> {
         u32::from_str_radix(s.trim_start_matches("0x"), 16).map_err(std::io::Error::other)
     };
     let (vendor, device, class) = (hex("vendor")?, hex("device")?, hex("class")?);
-    println!("{} 3D controller [{:04x}]: NVIDIA Corporation Device [{vendor:04x}:{device:04x}]", &GPU_BDF[5..], class >> 8);
-    println!("\tKernel driver in use: {}", sys::bound_driver(GPU_BDF).unwrap_or_else(|| "none".into()));
+    println!(
+        "{} 3D controller [{:04x}]: NVIDIA Corporation Device [{vendor:04x}:{device:04x}]",
+        &GPU_BDF[5..],
+        class >> 8
+    );
+    println!(
+        "\tKernel driver in use: {}",
+        sys::bound_driver(GPU_BDF).unwrap_or_else(|| "none".into())
+    );
     if let Ok(fw) = sys::read_attr(dir.join("firmware_node/path")) {
         println!("\tACPI node: {fw}");
     }
     let dev = Device::open_iommufd(GPU_BDF)?;
     let info = dev.info()?;
-    println!("\tVFIO device: {} regions, {} IRQ types", info.num_regions, info.num_irqs);
+    println!(
+        "\tVFIO device: {} regions, {} IRQ types",
+        info.num_regions, info.num_irqs
+    );
     for index in 0..info.num_regions.min(REGION_NAMES.len() as u32) {
         // EINVAL: the function has no such region (VGA on a non-VGA device).
         let r = match dev.region_info(index) {

@@ -31,17 +31,29 @@ fn identity(dev: &Device) -> nvgrace_guest_tests::tap::Outcome {
 
 fn main() {
     let mut t = Harness::new(7);
-    t.diag(format!("driver build: {}, GPU model: {}", nvgrace_guest_tests::rig_driver(), nvgrace_guest_tests::rig_gpu()));
+    t.diag(format!(
+        "driver build: {}, GPU model: {}",
+        nvgrace_guest_tests::rig_driver(),
+        nvgrace_guest_tests::rig_gpu()
+    ));
 
     t.test("bound_to_nvgrace_gpu_vfio_pci", || {
-        check_eq!(sys::bound_driver(GPU_BDF), Some(DRIVER_NAME.to_string()), "driver of {GPU_BDF}");
+        check_eq!(
+            sys::bound_driver(GPU_BDF),
+            Some(DRIVER_NAME.to_string()),
+            "driver of {GPU_BDF}"
+        );
         Ok(())
     });
 
     t.test("open_iommufd_cdev", || {
         let dev = Device::open_iommufd(GPU_BDF)?;
         let info = dev.info()?;
-        check!(info.flags & uapi::VFIO_DEVICE_FLAGS_PCI != 0, "device info flags {:#x} lack PCI", info.flags);
+        check!(
+            info.flags & uapi::VFIO_DEVICE_FLAGS_PCI != 0,
+            "device info flags {:#x} lack PCI",
+            info.flags
+        );
         check!(
             info.num_regions >= uapi::VFIO_PCI_NUM_REGIONS,
             "{} regions, expected at least {}",
@@ -54,7 +66,11 @@ fn main() {
     t.test("open_legacy_group_container", || {
         let dev = Device::open_group(GPU_BDF)?;
         let info = dev.info()?;
-        check!(info.flags & uapi::VFIO_DEVICE_FLAGS_PCI != 0, "device info flags {:#x} lack PCI", info.flags);
+        check!(
+            info.flags & uapi::VFIO_DEVICE_FLAGS_PCI != 0,
+            "device info flags {:#x} lack PCI",
+            info.flags
+        );
         identity(&dev)
     });
 
@@ -70,19 +86,30 @@ fn main() {
 
     t.test("unbind_clean", || {
         sys::unbind(GPU_BDF)?;
-        check_eq!(sys::bound_driver(GPU_BDF), None::<String>, "driver after unbind");
+        check_eq!(
+            sys::bound_driver(GPU_BDF),
+            None::<String>,
+            "driver after unbind"
+        );
         Ok(())
     });
 
     t.test("rmmod_clean", || {
         sys::rmmod(MODULE)?;
-        check!(!sys::module_loaded(MODULE), "{MODULE} still loaded after rmmod");
+        check!(
+            !sys::module_loaded(MODULE),
+            "{MODULE} still loaded after rmmod"
+        );
         Ok(())
     });
 
     t.test("no_kernel_splat", || {
         let splats = sys::splats()?;
-        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
         Ok(())
     });
 
