@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Difference 2 (tests/guest/src/differences.rs): after a reset, upstream polls the GPU's
+//! readiness once a second, the Rust driver at an interval that starts at 1 ms. With the model
+//! ready 150 ms after the FLR, the first access after `VFIO_DEVICE_RESET` therefore waits a
+//! whole second on upstream and a few milliseconds past the readiness on Rust.
+//!
+//! Evidence, per build: the number of readiness polls the model logged (its access log) and a
+//! bound on the wait that lies a long way from the other build's behaviour (upstream: at least
+//! the 1 s it sleeps; Rust: under that second, with ~700 ms of margin for a slow TCG guest).
+
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+use std::time::Instant;
+
+use nvgrace_guest_tests::check;
+use nvgrace_guest_tests::differences::build;
+use nvgrace_guest_tests::differences::Build;
+use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap::Failure;
+use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::vfio::VFIO_PCI_OFFSET_SHIFT;
+use nvgrace_guest_tests::GPU_BDF;
+
+/// The model's readiness delay after an FLR, in ms.
+const READY_DELAY_MS: u64 = 150;
+/// Upstream's interval between readiness polls (`POLL_QUANTUM_MS`).
+const UPSTREAM_QUANTUM: Duration = Duration::from_millis(1_000);
+
+fn model_control(lines: &str) -> std::io::Result<()> {
+    std::fs::write("/mnt/model/control.tmp", lines)?;
+    std::fs::rename("/mnt/model/control.tmp", "/mnt/model/control")
+}
+
+/// Reads of the C2C link status register the model logged after its last reset.
+fn polls_since_last_reset() -> std::io::Result<usize> {
+    let log = std::fs::read_to_string("/mnt/model/access.log")?;
+    let after = log.rsplit_once("\nreset ").map_or("", |(_, rest)| rest);
+    Ok(after.lines().filter(|l| l.starts_with("bar0-read off=0x1498 ")).count())
+}
+
+fn main() {
+    let mut t = Harness::new(2);
+    let build = build();
+    t.test("first_access_after_reset", || {
+        if expected_regions().is_none() {
+            return Err(Failure::Skip("no GPU memory described".into()));
+        }
+        let Some(build) = build else {
+            return Err(Failure::Skip("no driver bound".into()));
+        };
+        let dev = Device::open_iommufd(GPU_BDF)?;
+        model_control(&format!("ready_delay_ms={READY_DELAY_MS}\n"))?;
+        let mut b = [0u8; 8];
+        let usemem = 4u64 << VFIO_PCI_OFFSET_SHIFT;
+        dev.fd.read_at(&mut b, usemem)?;
+
+        let start = Instant::now();
+        dev.reset()?;
+        dev.fd.read_at(&mut b, usemem)?;
+        let took = start.elapsed();
+        let polls = polls_since_last_reset()?;
+        model_control("")?;
+        t_diag(&format!("{build:?}: reset + first read took {took:?}, {polls} readiness polls"));
+
+        check!(took >= Duration::from_millis(READY_DELAY_MS), "the read did not wait for readiness ({took:?})");
+        match build {
+            Build::Upstream => {
+                check!(took >= UPSTREAM_QUANTUM, "upstream: expected a whole-second sleep, took {took:?}");
+                check!(polls <= 3, "upstream: expected one poll a second, saw {polls}");
+            }
+            Build::Rust => {
+                check!(took < UPSTREAM_QUANTUM, "rust: took {took:?}, as long as upstream's sleep");
+                check!(polls >= 4, "rust: expected polls at a short interval, saw {polls}");
+            }
+        }
+        Ok(())
+    });
+    t.test("no_kernel_splat", || {
+        let splats = sys::splats()?;
+        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        Ok(())
+    });
+    t.finish()
+}
+
+/// Prints a diagnostic line in TAP.
+fn t_diag(msg: &str) {
+    println!("# {msg}");
+}
