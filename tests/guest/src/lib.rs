@@ -6,9 +6,12 @@
 //! The tests are static binaries on `vfio-bindings` and `libc`; see tests/README.md for why.
 
 pub mod differences;
+pub mod gpumem;
 #[allow(dead_code)]
 #[path = "../../../src/layout.rs"]
 mod layout;
+pub mod mm;
+pub mod model;
 pub mod sys;
 pub mod tap;
 pub mod vfio;
@@ -66,6 +69,10 @@ pub fn expected_regions() -> Option<(Region, Option<Region>)> {
     }
     let bug = rig_gpu() == "gh200";
     let l = layout::Layout::new(APERTURE_BASE, size, bug).ok()?;
-    let conv = |r: layout::MemRegion| Region { memphys: r.memphys, memlength: r.memlength, bar_size: r.bar_size };
+    let conv = |r: layout::MemRegion| Region {
+        memphys: r.memphys,
+        memlength: r.memlength,
+        bar_size: r.bar_size,
+    };
     Some((conv(l.usemem), l.resmem.map(conv)))
 }

@@ -31,13 +31,20 @@ fn export_dmabuf(dev: &Device, index: u32, len: u64) -> Result<OwnedFd, i32> {
     // vfio_device_feature (8 bytes) + vfio_device_feature_dma_buf (16) + one range (16), as u64s.
     let mut buf = [0u64; 5];
     let bytes = 8 + 16 + 16;
-    buf[0] = u64::from(bytes as u32) | (u64::from(uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_BUF) << 32);
+    buf[0] = u64::from(bytes as u32)
+        | (u64::from(uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_BUF) << 32);
     buf[1] = u64::from(index) | (u64::from(libc::O_CLOEXEC as u32) << 32);
     buf[2] = 1u64 << 32; // flags 0, nr_ranges 1
     buf[3] = 0; // range offset
     buf[4] = len;
     // SAFETY: `buf` is the feature header, the dma-buf request and one range, as the kernel expects.
-    let r = unsafe { libc::ioctl(dev.fd.as_raw_fd(), ioctl::VFIO_DEVICE_FEATURE, buf.as_mut_ptr()) };
+    let r = unsafe {
+        libc::ioctl(
+            dev.fd.as_raw_fd(),
+            ioctl::VFIO_DEVICE_FEATURE,
+            buf.as_mut_ptr(),
+        )
+    };
     if r < 0 {
         return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
     }
@@ -50,11 +57,17 @@ fn main() {
     let regions = expected_regions();
 
     t.test("open_close_cycles", || {
-        let Some((usemem, _)) = regions else { return Err(Failure::Skip("no GPU memory described".into())) };
+        let Some((usemem, _)) = regions else {
+            return Err(Failure::Skip("no GPU memory described".into()));
+        };
         let mut b = [0u8; 8];
         for i in 0..CYCLES {
-            let dev = Device::open_iommufd(GPU_BDF).map_err(|e| Failure::Fail(format!("open #{i}: {e}")))?;
-            let n = dev.fd.read_at(&mut b, (4u64 << VFIO_PCI_OFFSET_SHIFT) + usemem.memlength - 8)?;
+            let dev = Device::open_iommufd(GPU_BDF)
+                .map_err(|e| Failure::Fail(format!("open #{i}: {e}")))?;
+            let n = dev.fd.read_at(
+                &mut b,
+                (4u64 << VFIO_PCI_OFFSET_SHIFT) + usemem.memlength - 8,
+            )?;
             check_eq!(n, 8usize, "read in cycle {i}");
         }
         Ok(())
@@ -70,7 +83,9 @@ fn main() {
 
     t.test("ioeventfd_enotty", || {
         if regions.is_none() {
-            return Err(Failure::Skip("plain vfio-pci-core without GPU memory".into()));
+            return Err(Failure::Skip(
+                "plain vfio-pci-core without GPU memory".into(),
+            ));
         }
         let mut arg = uapi::vfio_device_ioeventfd {
             argsz: size_of::<uapi::vfio_device_ioeventfd>() as u32,
@@ -81,8 +96,14 @@ fn main() {
             ..Default::default()
         };
         // SAFETY: The argument is the structure VFIO_DEVICE_IOEVENTFD takes.
-        let r = unsafe { nvgrace_guest_tests::vfio::ioctl_ptr(&dev.fd, ioctl::VFIO_DEVICE_IOEVENTFD, &mut arg) };
-        check_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ENOTTY), "VFIO_DEVICE_IOEVENTFD");
+        let r = unsafe {
+            nvgrace_guest_tests::vfio::ioctl_ptr(&dev.fd, ioctl::VFIO_DEVICE_IOEVENTFD, &mut arg)
+        };
+        check_eq!(
+            r.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ENOTTY),
+            "VFIO_DEVICE_IOEVENTFD"
+        );
         Ok(())
     });
 
@@ -90,8 +111,15 @@ fn main() {
         // delete_module(O_NONBLOCK), as rmmod(8) calls it, fails with EWOULDBLOCK while the
         // module is referenced (vfio holds the driver's module while the device is open).
         let r = sys::rmmod("nvgrace_gpu_vfio_pci");
-        check_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::EWOULDBLOCK), "rmmod while the device is open");
-        check!(sys::module_loaded("nvgrace_gpu_vfio_pci"), "module gone while the device is open");
+        check_eq!(
+            r.err().and_then(|e| e.raw_os_error()),
+            Some(libc::EWOULDBLOCK),
+            "rmmod while the device is open"
+        );
+        check!(
+            sys::module_loaded("nvgrace_gpu_vfio_pci"),
+            "module gone while the device is open"
+        );
         Ok(())
     });
 
@@ -102,22 +130,37 @@ fn main() {
         // vfio-pci-core exports only regions whose physical BAR it can mmap, before asking the
         // driver; the GPU model has no physical BAR4 (a GH200 has one), so on this rig both builds
         // refuse usemem with ENODEV. The export path itself is covered by `dmabuf_resmem`.
-        check_eq!(export_dmabuf(&dev, 4, 1 << 21).err(), Some(libc::ENODEV), "export of usemem on the rig");
+        check_eq!(
+            export_dmabuf(&dev, 4, 1 << 21).err(),
+            Some(libc::ENODEV),
+            "export of usemem on the rig"
+        );
         Ok(())
     });
 
     t.test("dmabuf_resmem", || {
-        let Some((_, Some(resmem))) = regions else { return Err(Failure::Skip("no resmem".into())) };
-        let fd = export_dmabuf(&dev, 2, 1 << 21).map_err(|e| Failure::Fail(format!("export failed: errno {e}")))?;
+        let Some((_, Some(resmem))) = regions else {
+            return Err(Failure::Skip("no resmem".into()));
+        };
+        let fd = export_dmabuf(&dev, 2, 1 << 21)
+            .map_err(|e| Failure::Fail(format!("export failed: errno {e}")))?;
         check!(fd.as_raw_fd() >= 0, "no dma-buf fd");
-        check_eq!(export_dmabuf(&dev, 2, resmem.memlength + 4096).err(), Some(libc::EINVAL), "export past resmem");
+        check_eq!(
+            export_dmabuf(&dev, 2, resmem.memlength + 4096).err(),
+            Some(libc::EINVAL),
+            "export past resmem"
+        );
         Ok(())
     });
 
     drop(dev);
     t.test("no_kernel_splat", || {
         let splats = sys::splats()?;
-        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
         Ok(())
     });
     t.finish()

@@ -38,7 +38,10 @@ fn model_control(lines: &str) -> std::io::Result<()> {
 fn polls_since_last_reset() -> std::io::Result<usize> {
     let log = std::fs::read_to_string("/mnt/model/access.log")?;
     let after = log.rsplit_once("\nreset ").map_or("", |(_, rest)| rest);
-    Ok(after.lines().filter(|l| l.starts_with("bar0-read off=0x1498 ")).count())
+    Ok(after
+        .lines()
+        .filter(|l| l.starts_with("bar0-read off=0x1498 "))
+        .count())
 }
 
 fn main() {
@@ -63,24 +66,45 @@ fn main() {
         let took = start.elapsed();
         let polls = polls_since_last_reset()?;
         model_control("")?;
-        t_diag(&format!("{build:?}: reset + first read took {took:?}, {polls} readiness polls"));
+        t_diag(&format!(
+            "{build:?}: reset + first read took {took:?}, {polls} readiness polls"
+        ));
 
-        check!(took >= Duration::from_millis(READY_DELAY_MS), "the read did not wait for readiness ({took:?})");
+        check!(
+            took >= Duration::from_millis(READY_DELAY_MS),
+            "the read did not wait for readiness ({took:?})"
+        );
         match build {
             Build::Upstream => {
-                check!(took >= UPSTREAM_QUANTUM, "upstream: expected a whole-second sleep, took {took:?}");
-                check!(polls <= 3, "upstream: expected one poll a second, saw {polls}");
+                check!(
+                    took >= UPSTREAM_QUANTUM,
+                    "upstream: expected a whole-second sleep, took {took:?}"
+                );
+                check!(
+                    polls <= 3,
+                    "upstream: expected one poll a second, saw {polls}"
+                );
             }
             Build::Rust => {
-                check!(took < UPSTREAM_QUANTUM, "rust: took {took:?}, as long as upstream's sleep");
-                check!(polls >= 4, "rust: expected polls at a short interval, saw {polls}");
+                check!(
+                    took < UPSTREAM_QUANTUM,
+                    "rust: took {took:?}, as long as upstream's sleep"
+                );
+                check!(
+                    polls >= 4,
+                    "rust: expected polls at a short interval, saw {polls}"
+                );
             }
         }
         Ok(())
     });
     t.test("no_kernel_splat", || {
         let splats = sys::splats()?;
-        check!(splats.is_empty(), "kernel log reports:\n{}", splats.join("\n"));
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
         Ok(())
     });
     t.finish()

@@ -1,0 +1,817 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! mmap of the GPU memory regions, usemem (BAR4) and resmem (BAR2): upstream
+//! `nvgrace_gpu_mmap()` and `nvgrace_gpu_vfio_pci_huge_fault()`, with vfio-pci-core's zapping
+//! of the mappings on memory disable and reset and the readiness check of the first fault after
+//! a reset (`nvgrace_gpu_check_device_ready()`).
+//!
+//! Faults that must fail are made in forked children (no signal handler can return from a
+//! SIGBUS raised by a load); the parent checks the child's wait status. Times are only ever
+//! asserted as lower bounds that prove a wait happened.
+//!
+//! Needs the rig's model state share for `never_ready_touch_sigbus`, and takes ~35 s in the
+//! guest: a fault on a GPU that never becomes ready waits the drivers' full 30 s budget.
+
+use std::time::Duration;
+
+use nvgrace_guest_tests::check;
+use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::fail;
+use nvgrace_guest_tests::gpumem::GpuMem;
+use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::mm;
+use nvgrace_guest_tests::mm::ChildEnd;
+use nvgrace_guest_tests::mm::Mapping;
+use nvgrace_guest_tests::mm::PAGE;
+use nvgrace_guest_tests::mm::SZ_1G;
+use nvgrace_guest_tests::mm::SZ_2M;
+use nvgrace_guest_tests::model;
+use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap::Failure;
+use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::tap::Outcome;
+use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::GPU_BDF;
+use vfio_bindings::bindings::vfio as uapi;
+
+const PAGE64: u64 = PAGE as u64;
+/// The VFIO region window: region offsets are `index << 40` (`VFIO_PCI_OFFSET_SHIFT`).
+const REGION_WINDOW: u64 = 1 << 40;
+/// How long a child that touches a mapping may take before the test gives up on it: well past
+/// the drivers' 30 s readiness budget (upstream `POLL_TIMEOUT_MS`), under TCG.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Upstream's readiness budget after a reset (`POLL_TIMEOUT_MS`), minus a second of slack for
+/// the jiffies/clock granularity: a fault that fails for lack of readiness must have waited it.
+const READINESS_BUDGET_LOWER_BOUND: Duration = Duration::from_secs(29);
+
+struct Ctx {
+    dev: Device,
+    usemem: GpuMem,
+    resmem: Option<GpuMem>,
+}
+
+fn resmem_or_skip(ctx: &Ctx) -> Result<GpuMem, Failure> {
+    ctx.resmem
+        .ok_or_else(|| Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu())))
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::EINVAL => "EINVAL".into(),
+        libc::EOVERFLOW => "EOVERFLOW".into(),
+        libc::ENOMEM => "ENOMEM".into(),
+        libc::EIO => "EIO".into(),
+        libc::ETIME => "ETIME".into(),
+        e => format!("errno {e}"),
+    }
+}
+
+fn mmap_result(r: Result<(), i32>) -> String {
+    match r {
+        Ok(()) => "mapped".into(),
+        Err(e) => errno_name(e),
+    }
+}
+
+/// Makes sure no reset is pending: the first access after a reset waits for readiness and
+/// clears the drivers' `reset_done`, which changes how memory disable is handled.
+fn settle(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let mut b = [0u8; 8];
+    ctx.dev.mem_read_exact(m, 0, &mut b)?;
+    Ok(())
+}
+
+fn regions_test(ctx: &Ctx) -> Outcome {
+    let want = uapi::VFIO_REGION_INFO_FLAG_READ
+        | uapi::VFIO_REGION_INFO_FLAG_WRITE
+        | uapi::VFIO_REGION_INFO_FLAG_MMAP;
+    let mut all = vec![ctx.usemem];
+    all.extend(ctx.resmem);
+    for m in &all {
+        check_eq!(
+            m.flags & want,
+            want,
+            "{} region flags READ|WRITE|MMAP",
+            m.name()
+        );
+        check!(
+            m.memlength > 0 && m.memlength % PAGE64 == 0,
+            "{} memlength {:#x} not a page multiple",
+            m.name(),
+            m.memlength
+        );
+        check!(
+            m.memlength <= m.bar_size,
+            "{} memlength {:#x} > BAR size {:#x}",
+            m.name(),
+            m.memlength,
+            m.bar_size
+        );
+    }
+    if let Some((u, r)) = expected_regions() {
+        check_eq!(
+            (ctx.usemem.memlength, ctx.usemem.bar_size),
+            (u.memlength, u.bar_size),
+            "usemem (memlength, BAR size)"
+        );
+        check_eq!(ctx.usemem.phys, u.memphys, "usemem physical base");
+        check_eq!(
+            ctx.resmem.map(|m| (m.memlength, m.bar_size, m.phys)),
+            r.map(|r| (r.memlength, r.bar_size, r.memphys)),
+            "resmem"
+        );
+    }
+    Ok(())
+}
+
+fn whole_region_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let map = mm::mmap_shared(&ctx.dev.fd, m.fd_offset, m.memlength as usize).map_err(|e| {
+        Failure::Fail(format!(
+            "mmap of all {:#x} bytes of {}: {e}",
+            m.memlength,
+            m.name()
+        ))
+    })?;
+    let last = m.memlength - 8;
+    let (a, b) = (
+        0x1122_3344_5566_7788u64 ^ m.index as u64,
+        0x99aa_bbcc_ddee_ff00u64 ^ m.index as u64,
+    );
+    ctx.dev.mem_write_all(m, 0, &a.to_le_bytes())?;
+    ctx.dev.mem_write_all(m, last, &b.to_le_bytes())?;
+    check_eq!(
+        map.read_u64(0),
+        a,
+        "{} first word through the mapping",
+        m.name()
+    );
+    check_eq!(
+        map.read_u64(last as usize),
+        b,
+        "{} last word through the mapping",
+        m.name()
+    );
+    Ok(())
+}
+
+fn smaps_flags_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let map = mm::mmap_shared(&ctx.dev.fd, m.fd_offset, 4 * PAGE)?;
+    map.read_u8(0);
+    let sm = mm::smaps_of(map.addr())?
+        .ok_or_else(|| Failure::Fail(format!("no smaps entry for {:#x}", map.addr())))?;
+    let flags = sm.vm_flags();
+    // VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP from the driver, VM_SHARED from mmap.
+    for f in ["io", "pf", "de", "dd", "sh"] {
+        check!(
+            flags.iter().any(|x| x == f),
+            "{} VmFlags {:?} lack '{f}' ({})",
+            m.name(),
+            flags,
+            sm.header
+        );
+    }
+    Ok(())
+}
+
+fn bounds_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let fd = &ctx.dev.fd;
+    let at = |off: u64| m.at(off) as i64;
+    let len = m.memlength as usize;
+    let mut cases = vec![
+        (
+            "whole memory plus a page",
+            at(0),
+            len + PAGE,
+            Err(libc::EINVAL),
+        ),
+        (
+            "a page at memlength",
+            at(m.memlength),
+            PAGE,
+            Err(libc::EINVAL),
+        ),
+        (
+            "two pages over the end",
+            at(m.memlength - PAGE64),
+            2 * PAGE,
+            Err(libc::EINVAL),
+        ),
+        ("the last page", at(m.memlength - PAGE64), PAGE, Ok(())),
+    ];
+    if m.bar_size > m.memlength {
+        // Inside the BAR, past the memory: the BAR reads all-ones there, it cannot be mapped.
+        cases.push((
+            "the last page of the BAR, past the memory",
+            at(m.bar_size - PAGE64),
+            PAGE,
+            Err(libc::EINVAL),
+        ));
+    }
+    let mut bad = Vec::new();
+    for (what, off, len, want) in cases {
+        let got = mm::mmap_errno(fd, off, len);
+        if got != want {
+            bad.push(format!(
+                "{what} (offset {off:#x}, length {len:#x}): {}, expected {}",
+                mmap_result(got),
+                mmap_result(want)
+            ));
+        }
+    }
+    check!(bad.is_empty(), "{}:\n{}", m.name(), bad.join("\n"));
+    Ok(())
+}
+
+/// Offsets and lengths whose end overflows the region's 40-bit window or the file offset. Both
+/// drivers compute `end = PFN_PHYS(pgoff) + len` with an overflow check (EOVERFLOW), but on
+/// 64-bit the in-region page offset has 28 bits and a mapping at most 47, so that sum cannot
+/// overflow: a mapping that runs past the region's window gets EINVAL from the
+/// `end > memlength` check, a file offset whose region index does not exist gets EINVAL from
+/// vfio-pci-core's mmap, and a file offset + length past 2^64 gets EOVERFLOW from the mm core
+/// (`file_mmap_ok()`) before the driver is called.
+fn overflow_test(ctx: &Ctx) -> Outcome {
+    let fd = &ctx.dev.fd;
+    let m = &ctx.usemem;
+    let cases: Vec<(&str, i64, usize, Result<(), i32>)> = vec![
+        (
+            "last page of the 2^40 window, two pages",
+            m.at(REGION_WINDOW - PAGE64) as i64,
+            2 * PAGE,
+            Err(libc::EINVAL),
+        ),
+        (
+            "a 2^40-byte mapping",
+            m.at(0) as i64,
+            REGION_WINDOW as usize,
+            Err(libc::EINVAL),
+        ),
+        (
+            "a 2^46-byte mapping at the last page of the window",
+            m.at(REGION_WINDOW - PAGE64) as i64,
+            1 << 46,
+            Err(libc::EINVAL),
+        ),
+        // The page at 2^64 - 4096 ends at 2^64: mm's file_mmap_ok() refuses before any driver.
+        (
+            "file offset 2^64 - 4096, one page",
+            -(PAGE as i64),
+            PAGE,
+            Err(libc::EOVERFLOW),
+        ),
+        (
+            "file offset 2^64 - 8192, two pages",
+            -2 * PAGE as i64,
+            2 * PAGE,
+            Err(libc::EOVERFLOW),
+        ),
+        ("file offset 2^63", i64::MIN, PAGE, Err(libc::EINVAL)),
+    ];
+    let mut bad = Vec::new();
+    for (what, off, len, want) in cases {
+        let got = mm::mmap_errno(fd, off, len);
+        if got != want {
+            bad.push(format!(
+                "{what} (offset {off:#x}, length {len:#x}): {}, expected {}",
+                mmap_result(got),
+                mmap_result(want)
+            ));
+        }
+    }
+    check!(bad.is_empty(), "{}", bad.join("\n"));
+    Ok(())
+}
+
+fn compare(what: &str, got: &[u8], want: &[u8]) -> Outcome {
+    if let Some(i) = mm::first_difference(got, want) {
+        fail!(
+            "{what}: first difference at byte {i:#x}: got {:#04x}, expected {:#04x}",
+            got.get(i).copied().unwrap_or(0),
+            want.get(i).copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+fn partial_mapping_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let seed = 0x5eed_0000 + m.index as u64;
+    for (first_page, pages) in [(37u64, 5usize), (m.memlength / PAGE64 - 3, 3)] {
+        let off = first_page * PAGE64;
+        let want = mm::pattern(seed, off, pages * PAGE);
+        ctx.dev.mem_write_all(m, off, &want)?;
+        let map = mm::mmap_shared(&ctx.dev.fd, m.at(off), pages * PAGE)?;
+        let mut got = vec![0u8; pages * PAGE];
+        map.read_bytes(0, &mut got);
+        compare(
+            &format!("{} mapping of {pages} pages at page {first_page}", m.name()),
+            &got,
+            &want,
+        )?;
+    }
+    Ok(())
+}
+
+fn coherence_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let base = 100 * PAGE64;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(base), 16 * PAGE)?;
+    let page = |p: usize| base + (p * PAGE) as u64;
+    let mut got = vec![0u8; PAGE];
+
+    // pwrite, then read through the (not yet faulted) mapping.
+    let a = mm::pattern(0xa, page(3), PAGE);
+    ctx.dev.mem_write_all(m, page(3), &a)?;
+    map.read_bytes(3 * PAGE, &mut got);
+    compare(&format!("{}: pwrite then mapping read", m.name()), &got, &a)?;
+
+    // Write through the mapping, then pread.
+    let b = mm::pattern(0xb, page(7), PAGE);
+    map.write_bytes(7 * PAGE, &b);
+    ctx.dev.mem_read_exact(m, page(7), &mut got)?;
+    compare(&format!("{}: mapping write then pread", m.name()), &got, &b)?;
+
+    // The same page both ways while it stays mapped: nothing stale on either side.
+    let c = mm::pattern(0xc, page(3), PAGE);
+    ctx.dev.mem_write_all(m, page(3), &c)?;
+    map.read_bytes(3 * PAGE, &mut got);
+    compare(
+        &format!("{}: second pwrite then read of the faulted page", m.name()),
+        &got,
+        &c,
+    )?;
+    let d = mm::pattern(0xd, page(3), PAGE);
+    map.write_bytes(3 * PAGE, &d);
+    ctx.dev.mem_read_exact(m, page(3), &mut got)?;
+    compare(
+        &format!("{}: mapping write then pread of the same page", m.name()),
+        &got,
+        &d,
+    )?;
+    Ok(())
+}
+
+/// Writes a distinct 64-bit marker at each `stride` of `[off, off + len)` with pwrite; returns
+/// them (allocated before any measurement).
+fn write_markers(
+    ctx: &Ctx,
+    m: &GpuMem,
+    off: u64,
+    len: usize,
+    stride: usize,
+    seed: u64,
+) -> Result<Vec<u64>, Failure> {
+    let mut markers = Vec::with_capacity(len / stride);
+    for i in 0..len / stride {
+        let v = seed.wrapping_mul(0x1000_0000_01b3) ^ ((off + (i * stride) as u64) << 1) ^ 1;
+        ctx.dev
+            .mem_write_all(m, off + (i * stride) as u64, &v.to_le_bytes())?;
+        markers.push(v);
+    }
+    Ok(markers)
+}
+
+/// Reads the markers back through `map` (one load per stride) and returns the number of minor
+/// faults the loads took, failing on the first wrong value.
+fn read_markers(what: &str, map: &Mapping, stride: usize, markers: &[u64]) -> Result<u64, Failure> {
+    let before = mm::minor_faults();
+    let mut wrong = None;
+    for (i, want) in markers.iter().enumerate() {
+        let got = map.read_u64(i * stride);
+        if got != *want && wrong.is_none() {
+            wrong = Some((i, got, *want));
+        }
+    }
+    let faults = mm::minor_faults() - before;
+    if let Some((i, got, want)) = wrong {
+        fail!(
+            "{what}: word at {:#x}: got {got:#x}, expected {want:#x}",
+            i * stride
+        );
+    }
+    Ok(faults)
+}
+
+/// A 2 MiB-aligned mapping of 4 MiB at a 2 MiB-aligned physical address: faulted with PMD
+/// entries (the drivers' `huge_fault` at PMD order), so touching all 1024 pages takes one fault
+/// per 2 MiB, not per page (`ru_minflt` counts handled faults; smaps/pagemap do not walk PFN
+/// maps, see `pagemap_after_touch`).
+fn pmd_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let len = 2 * SZ_2M;
+    // The first 2 MiB-aligned physical address in the region.
+    let off = (m.phys.next_multiple_of(SZ_2M as u64)) - m.phys + SZ_2M as u64;
+    check!(
+        off + len as u64 <= m.memlength,
+        "{} too small for the test",
+        m.name()
+    );
+    let markers = write_markers(ctx, m, off, len, PAGE, 0x2_0000 + m.index as u64)?;
+    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), len, SZ_2M)?;
+    let faults = read_markers(
+        &format!("{} 2 MiB-aligned mapping", m.name()),
+        &map,
+        PAGE,
+        &markers,
+    )?;
+    println!(
+        "# {}: 2 MiB-aligned mapping, {} pages touched: {faults} faults",
+        m.name(),
+        len / PAGE
+    );
+    check!(
+        faults <= 8,
+        "{}: touching the {} pages of a 2 MiB-aligned mapping at PA {:#x} took {faults} faults; PMD mappings take 2",
+        m.name(),
+        len / PAGE,
+        m.pa(off)
+    );
+    // Writes through the huge mapping reach the memory.
+    map.write_u64(SZ_2M + 5 * PAGE + 8, 0xfeed_f00d);
+    let mut b = [0u8; 8];
+    ctx.dev
+        .mem_read_exact(m, off + (SZ_2M + 5 * PAGE + 8) as u64, &mut b)?;
+    check_eq!(
+        u64::from_le_bytes(b),
+        0xfeed_f00du64,
+        "{} pread of a word written through the PMD mapping",
+        m.name()
+    );
+    Ok(())
+}
+
+/// A 1 GiB-aligned mapping of 1 GiB at a 1 GiB-aligned physical address: one PUD entry, so
+/// touching every 2 MiB takes one fault (PMDs would take 512).
+fn pud_test(ctx: &Ctx) -> Outcome {
+    let mut all = vec![ctx.usemem];
+    all.extend(ctx.resmem);
+    let g = SZ_1G as u64;
+    let Some((m, off)) = all.iter().find_map(|m| {
+        let off = m.phys.next_multiple_of(g) - m.phys;
+        (off + g <= m.memlength).then_some((*m, off))
+    }) else {
+        return Err(Failure::Skip(
+            "no region holds a 1 GiB-aligned GiB of memory".into(),
+        ));
+    };
+    let markers = write_markers(ctx, &m, off, SZ_1G, SZ_2M, 0x4_0000)?;
+    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), SZ_1G, SZ_1G)?;
+    let faults = read_markers(
+        &format!("{} 1 GiB-aligned mapping", m.name()),
+        &map,
+        SZ_2M,
+        &markers,
+    )?;
+    println!(
+        "# {}: 1 GiB-aligned mapping, every 2 MiB touched: {faults} faults",
+        m.name()
+    );
+    check!(
+        faults <= 4,
+        "{}: touching every 2 MiB of a 1 GiB-aligned GiB at PA {:#x} took {faults} faults; a PUD mapping takes 1",
+        m.name(),
+        m.pa(off)
+    );
+    Ok(())
+}
+
+/// A 2 MiB-aligned virtual address over a physical address that is not: no PMD may be used
+/// (it would map the wrong memory); every page faults on its own and reads its own data.
+fn misaligned_test(ctx: &Ctx) -> Outcome {
+    let m = ctx.usemem;
+    let len = 2 * SZ_2M;
+    let off = (m.phys.next_multiple_of(SZ_2M as u64)) - m.phys + PAGE64;
+    let markers = write_markers(ctx, &m, off, len, PAGE, 0x6_0000)?;
+    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), len, SZ_2M)?;
+    let faults = read_markers(
+        "usemem 2 MiB-aligned mapping of a page-aligned PA",
+        &map,
+        PAGE,
+        &markers,
+    )?;
+    println!(
+        "# usemem: 2 MiB-aligned VA over a PA that is not, {} pages touched: {faults} faults",
+        len / PAGE
+    );
+    check!(
+        faults >= (len / PAGE) as u64,
+        "touching the {} pages of a mapping whose PA {:#x} is not 2 MiB-aligned took only {faults} faults",
+        len / PAGE,
+        m.pa(off)
+    );
+    Ok(())
+}
+
+fn pagemap_test(ctx: &Ctx) -> Outcome {
+    let m = ctx.usemem;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(8 * PAGE64), 4 * PAGE)?;
+    map.write_u8(0, 0x5a);
+    let entry = mm::pagemap_entry(map.addr())?;
+    let sm = mm::smaps_of(map.addr())?.unwrap_or_default();
+    let rss = sm.kb("Rss");
+    let present = entry >> 63 == 1;
+    if !present {
+        return Err(Failure::Skip(format!(
+            "pagemap reports nothing for a touched PFN-map page (entry {entry:#x}, smaps Rss {rss:?} kB): \
+             the page walks behind pagemap and smaps skip VM_PFNMAP VMAs (mm/pagewalk.c walk_page_test())"
+        )));
+    }
+    let pfn = entry & ((1 << 55) - 1);
+    check_eq!(
+        pfn,
+        m.pa(8 * PAGE64) >> 12,
+        "pagemap PFN of a touched usemem page"
+    );
+    Ok(())
+}
+
+/// Memory Space Enable cleared in the Command register: vfio-pci-core zaps the BAR mappings and
+/// every fault fails (`vfio_pci_vmf_insert_pfn()`), for a page never touched and for a page that
+/// was mapped. pread/pwrite are not gated by it (upstream: the hardware makes such accesses
+/// harmless) unless a reset is pending, see `memory_disabled_pending_reset`.
+fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    settle(ctx, m)?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(200 * PAGE64), 8 * PAGE)?;
+    map.write_u64(0, 0xabcd_0000 + m.index as u64);
+    let prev = ctx.dev.set_memory_enable(false)?;
+    let outcome = (|| -> Outcome {
+        check!(
+            prev & 0x2 != 0,
+            "{}: memory was not enabled before the test (Command {prev:#x})",
+            m.name()
+        );
+        let (end, _) = mm::touch_in_child(map.addr() + 3 * PAGE, CHILD_TIMEOUT)?;
+        check_eq!(
+            end,
+            ChildEnd::Signaled(libc::SIGBUS),
+            "{}: touching an unfaulted page with memory disabled ({end})",
+            m.name()
+        );
+        let (end, _) = mm::touch_in_child(map.addr(), CHILD_TIMEOUT)?;
+        check_eq!(
+            end,
+            ChildEnd::Signaled(libc::SIGBUS),
+            "{}: touching the faulted (now zapped) page with memory disabled ({end})",
+            m.name()
+        );
+        let mut b = [0u8; 8];
+        let r = ctx.dev.mem_read(m, 200 * PAGE64, &mut b);
+        check!(
+            matches!(r, Ok(8)),
+            "{}: pread with memory disabled and no reset pending: {r:?}, expected 8 bytes",
+            m.name()
+        );
+        Ok(())
+    })();
+    ctx.dev.set_memory_enable(true)?;
+    outcome?;
+    let (end, _) = mm::touch_in_child(map.addr() + 3 * PAGE, CHILD_TIMEOUT)?;
+    check_eq!(
+        end,
+        ChildEnd::Exited(0),
+        "{}: touching the page after memory is enabled again ({end})",
+        m.name()
+    );
+    check_eq!(
+        map.read_u64(0),
+        0xabcd_0000 + m.index as u64,
+        "{}: data after memory is enabled again",
+        m.name()
+    );
+    Ok(())
+}
+
+/// After a reset and before the first access, memory disabled: the readiness check refuses
+/// (`-EIO` from `nvgrace_gpu_check_device_ready()`), so pread fails with EIO and faults with
+/// SIGBUS; once memory is enabled both work.
+fn memory_disabled_pending_reset_test(ctx: &Ctx) -> Outcome {
+    let m = ctx.usemem;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(300 * PAGE64), 4 * PAGE)?;
+    ctx.dev.reset()?;
+    let prev = ctx.dev.set_memory_enable(false)?;
+    let outcome = (|| -> Outcome {
+        check!(
+            prev & 0x2 != 0,
+            "memory was not enabled after the reset (Command {prev:#x})"
+        );
+        let mut b = [0u8; 8];
+        let r = ctx.dev.mem_read(&m, 300 * PAGE64, &mut b);
+        check!(
+            matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EIO)),
+            "pread after a reset with memory disabled: {r:?}, expected EIO"
+        );
+        let (end, _) = mm::touch_in_child(map.addr(), CHILD_TIMEOUT)?;
+        check_eq!(
+            end,
+            ChildEnd::Signaled(libc::SIGBUS),
+            "touch after a reset with memory disabled ({end})"
+        );
+        Ok(())
+    })();
+    ctx.dev.set_memory_enable(true)?;
+    outcome?;
+    let mut b = [0u8; 8];
+    ctx.dev.mem_read_exact(&m, 300 * PAGE64, &mut b)?;
+    let (end, _) = mm::touch_in_child(map.addr(), CHILD_TIMEOUT)?;
+    check_eq!(
+        end,
+        ChildEnd::Exited(0),
+        "touch once memory is enabled again ({end})"
+    );
+    Ok(())
+}
+
+/// VFIO_DEVICE_RESET zaps the mapping; the next touch faults again (one more minor fault),
+/// polls readiness (the model logs the driver's status reads) and finds the data, which is RAM.
+fn reset_refault_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    let off = 16 * PAGE64;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(off), 8 * PAGE)?;
+    let want = mm::pattern(0x7e5e7 + m.index as u64, off + 2 * PAGE64, PAGE);
+    map.write_bytes(2 * PAGE, &want);
+    let mut got = vec![0xffu8; PAGE];
+    let mark = model::log_mark()?;
+    ctx.dev.reset()?;
+    let before = mm::minor_faults();
+    map.read_bytes(2 * PAGE, &mut got);
+    let faults = mm::minor_faults() - before;
+    compare(
+        &format!("{}: data through the mapping after the reset", m.name()),
+        &got,
+        &want,
+    )?;
+    check!(
+        faults >= 1,
+        "{}: reading the page after the reset took no fault: the mapping was not zapped",
+        m.name()
+    );
+    if !model::readiness_via_bar0() {
+        // CXL readiness is read from config space; the zap and refault are checked above.
+        return Ok(());
+    }
+    let log = model::log_since(mark)?;
+    let polls = model::readiness_polls(&log);
+    check!(
+        polls.resets >= 1,
+        "{}: the model saw no reset:\n{}",
+        m.name(),
+        model::tail(&log, 20)
+    );
+    check!(
+        polls.ready_reads >= 1,
+        "{}: the first fault after the reset did not check readiness (no C2C status read):\n{}",
+        m.name(),
+        model::tail(&log, 20)
+    );
+    Ok(())
+}
+
+/// With readiness never returning after a reset, a fault waits the whole readiness budget
+/// (30 s) and fails with SIGBUS. Readiness is then restored with another reset.
+fn never_ready_test(ctx: &Ctx) -> Outcome {
+    if !model::available() {
+        return Err(Failure::Skip("no model state share at /mnt/model".into()));
+    }
+    if !model::readiness_via_bar0() {
+        return Err(Failure::Skip(
+            "the CXL variant's readiness wait has other timeouts (CXL DVSEC), not covered here"
+                .into(),
+        ));
+    }
+    let m = ctx.usemem;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(400 * PAGE64), 4 * PAGE)?;
+    map.write_u64(0, 0x0dd_ba11);
+    model::set_control(&[("never_ready", "1")])?;
+    let mark = model::log_mark()?;
+    let outcome = (|| -> Outcome {
+        ctx.dev.reset()?;
+        let (end, took) = mm::touch_in_child(map.addr() + PAGE, CHILD_TIMEOUT)?;
+        println!("# never_ready_touch_sigbus: the touching child ended ({end}) after {took:.1?}");
+        check_eq!(
+            end,
+            ChildEnd::Signaled(libc::SIGBUS),
+            "touch while the GPU never becomes ready ({end} after {took:?})"
+        );
+        check!(
+            took >= READINESS_BUDGET_LOWER_BOUND,
+            "the fault failed after {took:?}, before the 30 s readiness budget ran out"
+        );
+        let polls = model::readiness_polls(&model::log_since(mark)?);
+        check!(
+            polls.not_ready_reads >= 1,
+            "the driver never read the status registers: {polls:?}"
+        );
+        Ok(())
+    })();
+    model::reset_control()?;
+    ctx.dev.reset()?;
+    outcome?;
+    let (end, _) = mm::touch_in_child(map.addr() + PAGE, CHILD_TIMEOUT)?;
+    check_eq!(
+        end,
+        ChildEnd::Exited(0),
+        "touch after readiness is restored by a reset ({end})"
+    );
+    check_eq!(
+        map.read_u64(0),
+        0x0dd_ba11u64,
+        "data after readiness is restored"
+    );
+    Ok(())
+}
+
+fn main() {
+    let mut t = Harness::new(25);
+    t.diag(format!(
+        "driver build: {}, GPU model: {}",
+        nvgrace_guest_tests::rig_driver(),
+        nvgrace_guest_tests::rig_gpu()
+    ));
+    let ctx = match Device::open_iommufd(GPU_BDF).and_then(|dev| {
+        let (usemem, resmem) = dev.gpu_mem()?;
+        Ok(Ctx {
+            dev,
+            usemem,
+            resmem,
+        })
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            t.test("open_device", || Err(Failure::Fail(e.to_string())));
+            t.finish();
+        }
+    };
+    t.diag(format!("usemem: {:x?}", ctx.usemem));
+    t.diag(format!("resmem: {:x?}", ctx.resmem));
+    let use_ = ctx.usemem;
+
+    t.test("regions_mmap_capable", || regions_test(&ctx));
+    t.test("usemem_mmap_whole", || whole_region_test(&ctx, &use_));
+    t.test("resmem_mmap_whole", || {
+        whole_region_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("usemem_smaps_vm_flags", || smaps_flags_test(&ctx, &use_));
+    t.test("resmem_smaps_vm_flags", || {
+        smaps_flags_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("usemem_bounds", || bounds_test(&ctx, &use_));
+    t.test("resmem_bounds", || {
+        bounds_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("offset_length_overflow", || overflow_test(&ctx));
+    t.test("usemem_partial_mapping_at_offset", || {
+        partial_mapping_test(&ctx, &use_)
+    });
+    t.test("resmem_partial_mapping_at_offset", || {
+        partial_mapping_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("usemem_coherence", || coherence_test(&ctx, &use_));
+    t.test("resmem_coherence", || {
+        coherence_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("usemem_pmd_2m_aligned", || pmd_test(&ctx, &use_));
+    t.test("resmem_pmd_2m_aligned", || {
+        pmd_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("pud_1g_aligned", || pud_test(&ctx));
+    t.test("misaligned_pfn_falls_back_to_pages", || {
+        misaligned_test(&ctx)
+    });
+    t.test("pagemap_after_touch", || pagemap_test(&ctx));
+    t.test("usemem_memory_disabled_sigbus", || {
+        memory_disabled_test(&ctx, &use_)
+    });
+    t.test("resmem_memory_disabled_sigbus", || {
+        memory_disabled_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("memory_disabled_pending_reset", || {
+        memory_disabled_pending_reset_test(&ctx)
+    });
+    t.test("usemem_reset_zaps_and_refaults", || {
+        reset_refault_test(&ctx, &use_)
+    });
+    t.test("resmem_reset_zaps_and_refaults", || {
+        reset_refault_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("never_ready_touch_sigbus", || never_ready_test(&ctx));
+    t.test("device_still_works", || {
+        // A final consistency check: a fresh mapping still reads what pread reads.
+        let m = ctx.usemem;
+        let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), PAGE)?;
+        let mut b = [0u8; 8];
+        ctx.dev.mem_read_exact(&m, 0, &mut b)?;
+        check_eq!(
+            map.read_u64(0),
+            u64::from_le_bytes(b),
+            "first usemem word: mapping vs pread"
+        );
+        Ok(())
+    });
+    drop(ctx);
+    t.test("no_kernel_splat", || {
+        let splats = sys::splats()?;
+        check!(
+            splats.is_empty(),
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        );
+        Ok(())
+    });
+    t.finish()
+}

@@ -1,0 +1,590 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! User-space side of mapped device memory: shared mappings (optionally at a chosen virtual
+//! alignment, for PMD/PUD mappings), volatile access, touching a page in a child process to see
+//! whether it gets SIGBUS, forked helper processes with bounded waits, a SIGBUS recorder for
+//! memory-failure reports, the task's fault counter, `/proc/self/smaps` and `/proc/self/pagemap`,
+//! and the monotonic clock.
+//!
+//! The test binaries are single-threaded, so `fork()` without `exec` is safe; children only run
+//! the closure they are given and leave with `_exit()` (no atexit handlers, no flush of the
+//! parent's buffered stdout).
+
+use std::fs::File;
+use std::io;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::AtomicI32;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The base page size of x86_64 and of the 4 KiB-page arm64 kernels the driver runs on.
+pub const PAGE: usize = 4096;
+/// PMD size with 4 KiB pages.
+pub const SZ_2M: usize = 2 << 20;
+/// PUD size with 4 KiB pages.
+pub const SZ_1G: usize = 1 << 30;
+
+/// `BUS_MCEERR_AR` (include/uapi/asm-generic/siginfo.h): hardware memory error consumed on a
+/// machine check, action required.
+pub const BUS_MCEERR_AR: i32 = 4;
+/// `BUS_MCEERR_AO`: hardware memory error detected in the process but not consumed, action
+/// optional.
+pub const BUS_MCEERR_AO: i32 = 5;
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The monotonic clock (`clock_gettime(CLOCK_MONOTONIC)`), as time since boot.
+pub fn now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The calling process's minor fault count (`getrusage(RUSAGE_SELF).ru_minflt`): the kernel
+/// counts one per successfully handled page fault, whatever the size of the entry it installed,
+/// so touching every 4 KiB page of a PMD-mapped 2 MiB range costs one fault, not 512.
+pub fn minor_faults() -> u64 {
+    // SAFETY: An all-zero rusage is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage to write.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_minflt as u64
+}
+
+/// A shared mapping of a file (the device fd), unmapped on drop.
+pub struct Mapping {
+    addr: usize,
+    len: usize,
+}
+
+impl Mapping {
+    /// The first mapped address.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// The mapped length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: mmap refuses empty mappings).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn at(&self, off: usize, size: usize) -> usize {
+        assert!(
+            off.checked_add(size).is_some_and(|e| e <= self.len),
+            "access {off:#x}+{size} beyond mapping of {:#x}",
+            self.len
+        );
+        self.addr + off
+    }
+
+    /// Reads a byte with a volatile load (faults the page in).
+    pub fn read_u8(&self, off: usize) -> u8 {
+        // SAFETY: In bounds of a live mapping (checked); SIGBUS is the only failure and ends the
+        // process.
+        unsafe { std::ptr::read_volatile(self.at(off, 1) as *const u8) }
+    }
+
+    /// Writes a byte with a volatile store.
+    pub fn write_u8(&self, off: usize, v: u8) {
+        // SAFETY: As in `read_u8`; the mapping is shared and writable.
+        unsafe { std::ptr::write_volatile(self.at(off, 1) as *mut u8, v) }
+    }
+
+    /// Reads an aligned 64-bit value with a volatile load.
+    pub fn read_u64(&self, off: usize) -> u64 {
+        assert_eq!(off % 8, 0);
+        // SAFETY: As in `read_u8`; aligned (mappings are page-aligned).
+        unsafe { std::ptr::read_volatile(self.at(off, 8) as *const u64) }
+    }
+
+    /// Writes an aligned 64-bit value with a volatile store.
+    pub fn write_u64(&self, off: usize, v: u64) {
+        assert_eq!(off % 8, 0);
+        // SAFETY: As in `write_u8`; aligned.
+        unsafe { std::ptr::write_volatile(self.at(off, 8) as *mut u64, v) }
+    }
+
+    /// Copies `buf.len()` bytes out of the mapping at `off` with volatile byte loads.
+    pub fn read_bytes(&self, off: usize, buf: &mut [u8]) {
+        let base = self.at(off, buf.len());
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: In bounds (checked above).
+            *b = unsafe { std::ptr::read_volatile((base + i) as *const u8) };
+        }
+    }
+
+    /// Copies `data` into the mapping at `off` with volatile byte stores.
+    pub fn write_bytes(&self, off: usize, data: &[u8]) {
+        let base = self.at(off, data.len());
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: In bounds (checked above).
+            unsafe { std::ptr::write_volatile((base + i) as *mut u8, *b) };
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: The range is a mapping this object owns.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)`.
+pub fn mmap_shared(fd: &impl AsRawFd, offset: u64, len: usize) -> io::Result<Mapping> {
+    // SAFETY: A new mapping at an address the kernel chooses; nothing is overwritten.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping {
+        addr: p as usize,
+        len,
+    })
+}
+
+/// A shared mapping whose first address is a multiple of `align` (a power of two): a
+/// `PROT_NONE` reservation of `len + align` bytes, the mapping placed in it with `MAP_FIXED`,
+/// the rest of the reservation released.
+pub fn mmap_shared_aligned(
+    fd: &impl AsRawFd,
+    offset: u64,
+    len: usize,
+    align: usize,
+) -> io::Result<Mapping> {
+    assert!(align.is_power_of_two() && align >= PAGE);
+    let total = len + align;
+    // SAFETY: A new anonymous reservation; nothing is overwritten.
+    let r = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            total,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = r as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    // SAFETY: `[aligned, aligned + len)` lies inside the reservation this function owns.
+    let p = unsafe {
+        libc::mmap(
+            aligned as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        // SAFETY: The reservation is ours.
+        unsafe { libc::munmap(r, total) };
+        return Err(e);
+    }
+    // SAFETY: Both ranges are the unused parts of our reservation.
+    unsafe {
+        if aligned > start {
+            libc::munmap(start as *mut libc::c_void, aligned - start);
+        }
+        let end = aligned + len;
+        if start + total > end {
+            libc::munmap(end as *mut libc::c_void, start + total - end);
+        }
+    }
+    Ok(Mapping { addr: aligned, len })
+}
+
+/// Tries `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset)` with a raw (possibly
+/// negative or unaligned) file offset: `Ok(())` if it mapped (the mapping is removed at once),
+/// else the errno.
+pub fn mmap_errno(fd: &impl AsRawFd, offset: i64, len: usize) -> Result<(), i32> {
+    // SAFETY: A new mapping at an address the kernel chooses.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    // SAFETY: The mapping just made.
+    unsafe { libc::munmap(p, len) };
+    Ok(())
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildEnd {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+    /// Still running when the wait gave up (it is killed when its [`Child`] is dropped).
+    TimedOut,
+}
+
+impl std::fmt::Display for ChildEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChildEnd::Exited(c) => write!(f, "exited with status {c}"),
+            ChildEnd::Signaled(s) => write!(f, "killed by signal {s} ({})", signal_name(*s)),
+            ChildEnd::TimedOut => write!(f, "still running at the deadline"),
+        }
+    }
+}
+
+/// A short name for the signals the tests expect.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        _ => "?",
+    }
+}
+
+/// A forked child process. Dropping it kills (SIGKILL, by its pid) and reaps it if it has not
+/// been reaped yet, so no test leaves processes behind.
+pub struct Child {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+/// Forks a child that runs `f` and exits with its return value via `_exit()`.
+pub fn fork_child(f: impl FnOnce() -> i32) -> io::Result<Child> {
+    // Whatever the parent buffered must not be written twice or interleaved.
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: The process is single-threaded (test binaries run their tests sequentially).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = f();
+        // SAFETY: Leaves the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(Child { pid, reaped: false })
+}
+
+impl Child {
+    /// The child's pid.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Whether the child has ended (reaping it if so).
+    pub fn try_wait(&mut self) -> io::Result<Option<ChildEnd>> {
+        if self.reaped {
+            return Err(io::Error::other("child already reaped"));
+        }
+        let mut status = 0;
+        // SAFETY: Waits for our own child.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        self.reaped = true;
+        if libc::WIFEXITED(status) {
+            Ok(Some(ChildEnd::Exited(libc::WEXITSTATUS(status))))
+        } else if libc::WIFSIGNALED(status) {
+            Ok(Some(ChildEnd::Signaled(libc::WTERMSIG(status))))
+        } else {
+            Err(io::Error::other(format!(
+                "unexpected wait status {status:#x}"
+            )))
+        }
+    }
+
+    /// Waits for the child to end, at most `timeout` (polling every 10 ms).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<ChildEnd> {
+        let deadline = now() + timeout;
+        loop {
+            if let Some(end) = self.try_wait()? {
+                return Ok(end);
+            }
+            if now() >= deadline {
+                return Ok(ChildEnd::TimedOut);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `sig` to the child.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        if self.reaped {
+            return Err(io::Error::other("child already reaped"));
+        }
+        // SAFETY: Signals our own, not yet reaped, child.
+        if unsafe { libc::kill(self.pid, sig) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The state letter of `/proc/<pid>/stat` (R, S, D, Z, ...), if readable.
+    pub fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // "pid (comm) S ...": the state follows the last ')'.
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let mut status = 0;
+            // SAFETY: Kills and reaps our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, &mut status, 0);
+            }
+        }
+    }
+}
+
+/// Touches (reads one byte at) `addr` in a forked child, which exits 0 if the load succeeds.
+/// Returns how the child ended (killed by SIGBUS when the fault failed) and how long it took.
+/// The child is killed if it has not ended after `timeout`.
+pub fn touch_in_child(addr: usize, timeout: Duration) -> io::Result<(ChildEnd, Duration)> {
+    let t0 = now();
+    let mut child = fork_child(|| {
+        // Rust's runtime handles SIGBUS (stack-overflow detection): for any other fault it
+        // restores the default action and returns, so the load runs, and faults, a second time.
+        // Take the default action at once: one fault, one SIGBUS.
+        // SAFETY: Resets a signal disposition in this single-threaded child.
+        unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+        // SAFETY: `addr` is in a mapping the parent owns and the child inherited; a failed fault
+        // raises SIGBUS, which is what the parent observes.
+        unsafe { std::ptr::read_volatile(addr as *const u8) };
+        0
+    })?;
+    let end = child.wait_timeout(timeout)?;
+    Ok((end, now() - t0))
+}
+
+/// What the SIGBUS recorder saw: the number of SIGBUS deliveries and the siginfo of the last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigbusRecord {
+    /// How many SIGBUS were delivered since the recorder was installed.
+    pub count: u32,
+    /// `si_code` of the last one.
+    pub code: i32,
+    /// `si_addr` of the last one.
+    pub addr: usize,
+    /// `si_addr_lsb` of the last one (the size of the affected unit, as a power of two).
+    pub addr_lsb: i32,
+}
+
+static SIGBUS_COUNT: AtomicU32 = AtomicU32::new(0);
+static SIGBUS_CODE: AtomicI32 = AtomicI32::new(0);
+static SIGBUS_ADDR: AtomicUsize = AtomicUsize::new(0);
+static SIGBUS_LSB: AtomicI32 = AtomicI32::new(0);
+
+/// Offset of `si_addr_lsb` in `siginfo_t` on 64-bit Linux: `si_signo`, `si_errno`, `si_code`,
+/// padding to 16, then the `_sigfault` union: `void *_addr` (16..24) and `short _addr_lsb` at 24
+/// (include/uapi/asm-generic/siginfo.h). The libc crate has no accessor for it.
+const SI_ADDR_LSB_OFFSET: usize = 24;
+
+extern "C" fn record_sigbus(
+    _sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    // SAFETY: The kernel passes a valid siginfo for SA_SIGINFO handlers; SIGBUS fills _sigfault.
+    unsafe {
+        SIGBUS_CODE.store((*info).si_code, Ordering::SeqCst);
+        SIGBUS_ADDR.store((*info).si_addr() as usize, Ordering::SeqCst);
+        let lsb =
+            std::ptr::read_unaligned((info as *const u8).add(SI_ADDR_LSB_OFFSET) as *const i16);
+        SIGBUS_LSB.store(lsb as i32, Ordering::SeqCst);
+    }
+    SIGBUS_COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs an `SA_SIGINFO` SIGBUS handler that records the deliveries and returns (without
+/// `SA_RESTART`: an interrupted blocking call fails with EINTR). Only for signals sent by the
+/// kernel outside a faulting access (memory-failure reports): returning from a SIGBUS raised by
+/// a failed load would retry the load forever.
+pub fn install_sigbus_recorder() -> io::Result<()> {
+    SIGBUS_COUNT.store(0, Ordering::SeqCst);
+    // SAFETY: An all-zero sigaction is a valid starting point.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = record_sigbus as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: `sa.sa_mask` is a valid sigset to initialise.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: Installs a handler that only touches atomics (async-signal-safe).
+    if unsafe { libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What the SIGBUS recorder has seen so far.
+pub fn sigbus_record() -> SigbusRecord {
+    SigbusRecord {
+        count: SIGBUS_COUNT.load(Ordering::SeqCst),
+        code: SIGBUS_CODE.load(Ordering::SeqCst),
+        addr: SIGBUS_ADDR.load(Ordering::SeqCst),
+        addr_lsb: SIGBUS_LSB.load(Ordering::SeqCst),
+    }
+}
+
+/// Opts the calling process into early kill (`prctl(PR_MCE_KILL, PR_MCE_KILL_SET,
+/// PR_MCE_KILL_EARLY)`): memory-failure then also signals it (BUS_MCEERR_AO) for errors found
+/// outside its own accesses, e.g. a page poisoned by another process.
+pub fn set_mce_early_kill() -> io::Result<()> {
+    // SAFETY: A prctl with integer arguments.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_MCE_KILL,
+            libc::PR_MCE_KILL_SET,
+            libc::PR_MCE_KILL_EARLY,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `/proc/self/smaps` entry of the mapping that contains `addr`.
+#[derive(Clone, Debug, Default)]
+pub struct Smaps {
+    /// The header line ("start-end perms offset dev inode path").
+    pub header: String,
+    /// The "Key: value" lines, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Smaps {
+    /// The value of a field ("Rss" gives e.g. "4 kB").
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A size field in kB.
+    pub fn kb(&self, key: &str) -> Option<u64> {
+        self.field(key)?.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The two-letter `VmFlags` mnemonics (fs/proc/task_mmu.c).
+    pub fn vm_flags(&self) -> Vec<String> {
+        self.field("VmFlags")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The `/proc/self/smaps` entry of the mapping containing `addr`, if any.
+pub fn smaps_of(addr: usize) -> io::Result<Option<Smaps>> {
+    let text = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut current: Option<(bool, Smaps)> = None;
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((s, e)) = first.split_once('-') {
+            if let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16)) {
+                if let Some((true, sm)) = current.take() {
+                    return Ok(Some(sm));
+                }
+                current = Some((
+                    s <= addr && addr < e,
+                    Smaps {
+                        header: line.to_string(),
+                        fields: Vec::new(),
+                    },
+                ));
+                continue;
+            }
+        }
+        if let (Some((_, sm)), Some((k, v))) = (current.as_mut(), line.split_once(':')) {
+            sm.fields.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok(current.and_then(|(hit, sm)| hit.then_some(sm)))
+}
+
+/// The raw 64-bit `/proc/self/pagemap` entry of the page at `addr`
+/// (Documentation/admin-guide/mm/pagemap.rst: bit 63 present, bits 0-54 the PFN).
+pub fn pagemap_entry(addr: usize) -> io::Result<u64> {
+    let f = File::open("/proc/self/pagemap")?;
+    let mut b = [0u8; 8];
+    let n = f.read_at(&mut b, (addr / PAGE * 8) as u64)?;
+    if n != 8 {
+        return Err(io::Error::other(format!(
+            "pagemap: short read of {n} bytes"
+        )));
+    }
+    Ok(u64::from_le_bytes(b))
+}
+
+/// A deterministic byte pattern: the bytes at `[offset, offset + len)` of an endless sequence
+/// chosen by `seed`, distinct for every 8-byte word (so misplaced pages show).
+pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut o = offset;
+    while out.len() < len {
+        let word = o / 8;
+        let mut z = seed ^ word.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.push(z.to_le_bytes()[(o % 8) as usize]);
+        o += 1;
+    }
+    out
+}
+
+/// The first offset where `got` and `want` differ, for a readable failure message.
+pub fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
+    got.iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .or((got.len() != want.len()).then(|| got.len().min(want.len())))
+}
