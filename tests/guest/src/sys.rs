@@ -111,3 +111,15 @@ pub fn splats() -> io::Result<Vec<String>> {
         .filter(|l| SPLAT_MARKERS.iter().any(|m| l.contains(m)))
         .collect())
 }
+
+/// The test every program ends with: the kernel log reports no splat.
+pub fn no_kernel_splat() -> crate::tap::Outcome {
+    let splats = splats()?;
+    if !splats.is_empty() {
+        return Err(crate::tap::Failure::Fail(format!(
+            "kernel log reports:\n{}",
+            splats.join("\n")
+        )));
+    }
+    Ok(())
+}

@@ -15,6 +15,7 @@ use std::time::Instant;
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::rig_gpu;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
@@ -46,12 +47,6 @@ fn bind(build: &str) -> bool {
 
 fn unbind() {
     let _ = Command::new("rig-unbind").status();
-}
-
-/// Sets the model's readiness controls (tests/gpu-model/README.md), atomically.
-fn model_control(lines: &str) -> std::io::Result<()> {
-    std::fs::write("/mnt/model/control.tmp", lines)?;
-    std::fs::rename("/mnt/model/control.tmp", "/mnt/model/control")
 }
 
 /// The errno the driver core reported for the last failed probe of the GPU, if any.
@@ -130,11 +125,14 @@ fn main() {
             }
             unbind();
             let delay = probe_delay_ms();
-            model_control(&format!("ready_delay_ms={delay}\nnot_ready_now=1\n"))?;
+            model::set_control(&[
+                ("ready_delay_ms", &delay.to_string()),
+                ("not_ready_now", "1"),
+            ])?;
             let start = Instant::now();
             let bound = bind(&build);
             let took = start.elapsed();
-            model_control("")?;
+            model::reset_control()?;
             check!(
                 bound,
                 "not bound after the device became ready (probe error {:?})",
@@ -153,7 +151,7 @@ fn main() {
             }
             unbind();
             // Legacy path: 30 s of BAR0 polling; CXL: Memory_Info_Valid never set, 1 s.
-            model_control("never_ready=1\nnot_ready_now=1\n")?;
+            model::set_control(&[("never_ready", "1"), ("not_ready_now", "1")])?;
             let bound = bind(&build);
             check!(!bound, "bound although the device never became ready");
             check_eq!(probe_error(), Some(-libc::ETIME), "probe error");
@@ -161,14 +159,6 @@ fn main() {
         });
     }
 
-    t.test("no_kernel_splat", || {
-        let splats = sys::splats()?;
-        check!(
-            splats.is_empty(),
-            "kernel log reports:\n{}",
-            splats.join("\n")
-        );
-        Ok(())
-    });
+    t.test("no_kernel_splat", sys::no_kernel_splat);
     t.finish()
 }

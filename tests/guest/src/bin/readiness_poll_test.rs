@@ -17,6 +17,7 @@ use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::differences::build;
 use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -28,11 +29,6 @@ use nvgrace_guest_tests::GPU_BDF;
 const READY_DELAY_MS: u64 = 150;
 /// Upstream's interval between readiness polls (`POLL_QUANTUM_MS`).
 const UPSTREAM_QUANTUM: Duration = Duration::from_millis(1_000);
-
-fn model_control(lines: &str) -> std::io::Result<()> {
-    std::fs::write("/mnt/model/control.tmp", lines)?;
-    std::fs::rename("/mnt/model/control.tmp", "/mnt/model/control")
-}
 
 /// Reads of the C2C link status register the model logged after its last reset.
 fn polls_since_last_reset() -> std::io::Result<usize> {
@@ -55,7 +51,7 @@ fn main() {
             return Err(Failure::Skip("no driver bound".into()));
         };
         let dev = Device::open_iommufd(GPU_BDF)?;
-        model_control(&format!("ready_delay_ms={READY_DELAY_MS}\n"))?;
+        model::set_control(&[("ready_delay_ms", &READY_DELAY_MS.to_string())])?;
         let mut b = [0u8; 8];
         let usemem = 4u64 << VFIO_PCI_OFFSET_SHIFT;
         dev.fd.read_at(&mut b, usemem)?;
@@ -65,7 +61,7 @@ fn main() {
         dev.fd.read_at(&mut b, usemem)?;
         let took = start.elapsed();
         let polls = polls_since_last_reset()?;
-        model_control("")?;
+        model::reset_control()?;
         t_diag(&format!(
             "{build:?}: reset + first read took {took:?}, {polls} readiness polls"
         ));
@@ -98,15 +94,7 @@ fn main() {
         }
         Ok(())
     });
-    t.test("no_kernel_splat", || {
-        let splats = sys::splats()?;
-        check!(
-            splats.is_empty(),
-            "kernel log reports:\n{}",
-            splats.join("\n")
-        );
-        Ok(())
-    });
+    t.test("no_kernel_splat", sys::no_kernel_splat);
     t.finish()
 }
 
