@@ -145,6 +145,13 @@ fn main() {
         let fd = export_dmabuf(&dev, 2, 1 << 21)
             .map_err(|e| Failure::Fail(format!("export failed: errno {e}")))?;
         check!(fd.as_raw_fd() >= 0, "no dma-buf fd");
+        // Exactly the memory, no more: the whole of resmem exports, a page more does not.
+        export_dmabuf(&dev, 2, resmem.memlength).map_err(|e| {
+            Failure::Fail(format!(
+                "export of all {:#x} bytes of resmem failed: errno {e}",
+                resmem.memlength
+            ))
+        })?;
         check_eq!(
             export_dmabuf(&dev, 2, resmem.memlength + 4096).err(),
             Some(libc::EINVAL),

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Region info of the emulated BARs (upstream `nvgrace_gpu_ioctl_get_region_info()`) and their
-//! read/write paths (upstream `nvgrace_gpu_read_mem()`/`_write_mem()`): every boundary, the
-//! all-ones fill past the memory, dropped writes, access widths and large buffers.
+//! Region info of the emulated BARs (upstream `nvgrace_gpu_ioctl_get_region_info()`), that only
+//! their sparse area can be mapped, and their read/write paths (upstream
+//! `nvgrace_gpu_read_mem()`/`_write_mem()`): every boundary, the all-ones fill past the memory,
+//! dropped writes, access widths and large buffers.
 
 use std::os::unix::fs::FileExt;
 
@@ -10,6 +11,7 @@ use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::differences::resmem_stops_at_memlength;
 use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -75,6 +77,66 @@ fn region_info_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     let area_off = u64::from_le_bytes(cap[16..24].try_into().unwrap());
     let area_size = u64::from_le_bytes(cap[24..32].try_into().unwrap());
     check_eq!((area_off, area_size), (0u64, r.memlength), "sparse area");
+    Ok(())
+}
+
+/// Only the sparse area, the memory, can be mapped: a mapping that reaches past `memlength` is
+/// refused with EINVAL, also where the BAR goes on (upstream `nvgrace_gpu_mmap()`: `end >
+/// memlength`). mmap_test checks the same bounds, but it runs only where memory and BAR have the
+/// same size; this runs on every geometry of the matrix.
+fn sparse_area_mmap_test(dev: &Device, index: u32, r: &Region) -> Outcome {
+    let page = mm::PAGE as u64;
+    let at = |off: u64| (base(index) + off) as i64;
+    let mut cases = vec![
+        (
+            "the last page of memory",
+            at(r.memlength - page),
+            mm::PAGE,
+            Ok(()),
+        ),
+        (
+            "all of memory plus a page",
+            at(0),
+            (r.memlength + page) as usize,
+            Err(libc::EINVAL),
+        ),
+        (
+            "a page at memlength",
+            at(r.memlength),
+            mm::PAGE,
+            Err(libc::EINVAL),
+        ),
+    ];
+    if r.bar_size > r.memlength {
+        cases.push((
+            "the last page of the BAR, past the memory",
+            at(r.bar_size - page),
+            mm::PAGE,
+            Err(libc::EINVAL),
+        ));
+        cases.push((
+            "the whole BAR",
+            at(0),
+            r.bar_size as usize,
+            Err(libc::EINVAL),
+        ));
+    }
+    let show = |r: Result<(), i32>| match r {
+        Ok(()) => "mapped".to_string(),
+        Err(e) => format!("errno {e}"),
+    };
+    let mut bad = Vec::new();
+    for (what, off, len, want) in cases {
+        let got = mm::mmap_errno(&dev.fd, off, len);
+        if got != want {
+            bad.push(format!(
+                "{what} (offset {off:#x}, length {len:#x}): {}, expected {}",
+                show(got),
+                show(want)
+            ));
+        }
+    }
+    check!(bad.is_empty(), "region {index}:\n{}", bad.join("\n"));
     Ok(())
 }
 
@@ -248,7 +310,7 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(8);
+    let mut t = Harness::new(10);
     let Some((usemem, resmem)) = expected_regions() else {
         println!("1..0 # SKIP no GPU memory described to the driver");
         std::process::exit(4);
@@ -266,6 +328,12 @@ fn main() {
     t.test("usemem_region_info", || region_info_test(&dev, 4, &usemem));
     t.test("resmem_region_info", || {
         region_info_test(&dev, 2, &resmem_or_skip()?)
+    });
+    t.test("usemem_mmap_only_sparse_area", || {
+        sparse_area_mmap_test(&dev, 4, &usemem)
+    });
+    t.test("resmem_mmap_only_sparse_area", || {
+        sparse_area_mmap_test(&dev, 2, &resmem_or_skip()?)
     });
     t.test("usemem_boundaries", || boundaries_test(&dev, 4, &usemem));
     t.test("resmem_boundaries", || {
