@@ -3,13 +3,18 @@
 //! The GPU binds to nvgrace-gpu-vfio-pci and user space reaches it through both VFIO interfaces;
 //! unbind and rmmod are clean. Runs against whichever driver build the rig bound (`--driver`).
 
+use std::time::Duration;
+
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::mm;
+use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::vfio::region;
 use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::vfio::VFIO_PCI_OFFSET_SHIFT;
 use nvgrace_guest_tests::DRIVER_NAME;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
@@ -30,7 +35,7 @@ fn identity(dev: &Device) -> nvgrace_guest_tests::tap::Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(7);
+    let mut t = Harness::new(8);
     t.diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
@@ -84,7 +89,59 @@ fn main() {
         Ok(())
     });
 
+    t.test("unbind_waits_while_mapped", || {
+        if nvgrace_guest_tests::expected_regions().is_none() {
+            return Err(Failure::Skip("no GPU memory described".into()));
+        }
+        // A user maps usemem, touches it and keeps it; the unbind must wait for it to go away.
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        check!(
+            unsafe { libc::pipe(fds.as_mut_ptr()) } == 0,
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        );
+        let user = mm::fork_child(|| {
+            let Ok(dev) = Device::open_iommufd(GPU_BDF) else {
+                return 1;
+            };
+            let Ok(map) = mm::mmap_shared(&dev.fd, 4 << VFIO_PCI_OFFSET_SHIFT, 2 << 20) else {
+                return 2;
+            };
+            map.write_u64(0, 0x5a5a);
+            // SAFETY: Writes one byte to the pipe's write end.
+            unsafe { libc::write(fds[1], b"r".as_ptr().cast(), 1) };
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })?;
+        let mut ready = [0u8; 1];
+        // SAFETY: Reads one byte from the pipe's read end.
+        let n = unsafe { libc::read(fds[0], ready.as_mut_ptr().cast(), 1) };
+        check_eq!(n, 1isize, "the mapping process did not start");
+        let mut unbinder = mm::fork_child(|| if sys::unbind(GPU_BDF).is_ok() { 0 } else { 1 })?;
+        check_eq!(
+            unbinder.wait_timeout(Duration::from_secs(2))?,
+            ChildEnd::TimedOut,
+            "unbind while the device is open and mapped"
+        );
+        user.signal(libc::SIGKILL)?;
+        drop(user);
+        check_eq!(
+            unbinder.wait_timeout(Duration::from_secs(30))?,
+            ChildEnd::Exited(0),
+            "unbind once the user is gone"
+        );
+        check_eq!(
+            sys::bound_driver(GPU_BDF),
+            None::<String>,
+            "driver after unbind"
+        );
+        Ok(())
+    });
+
     t.test("unbind_clean", || {
+        // Already unbound by the previous test when the GPU has memory to map.
         sys::unbind(GPU_BDF)?;
         check_eq!(
             sys::bound_driver(GPU_BDF),
