@@ -298,13 +298,22 @@ fn main() {
 
     t.test("reset_clears_bars", || {
         regions()?;
-        dev.config_write(BAR4, (!0u64).to_le_bytes())?;
+        let emulated: &[u64] = if resmem.is_some() {
+            &[BAR2, BAR4]
+        } else {
+            &[BAR4]
+        };
+        for &bar in emulated {
+            dev.config_write(bar, (!0u64).to_le_bytes())?;
+        }
         dev.reset()?;
-        check_eq!(
-            dev.config_read64(BAR4)?,
-            FLAGS,
-            "BAR4/5 after VFIO_DEVICE_RESET"
-        );
+        for &bar in emulated {
+            check_eq!(
+                dev.config_read64(bar)?,
+                FLAGS,
+                "BAR at {bar:#x} after VFIO_DEVICE_RESET"
+            );
+        }
         Ok(())
     });
 
@@ -328,21 +337,27 @@ fn main() {
 
     t.test("reopen_clears_bars", || {
         regions()?;
+        let mut emulated = vec![(BAR4, usemem.bar_size)];
+        emulated.extend(resmem.map(|r| (BAR2, r.bar_size)));
         {
             let dev = Device::open_iommufd(GPU_BDF)?;
-            dev.config_write(BAR4, (!0u64).to_le_bytes())?;
-            check_eq!(
-                dev.config_read64(BAR4)?,
-                read_back(usemem.bar_size, !0),
-                "BAR4/5 before close"
-            );
+            for &(bar, size) in &emulated {
+                dev.config_write(bar, (!0u64).to_le_bytes())?;
+                check_eq!(
+                    dev.config_read64(bar)?,
+                    read_back(size, !0),
+                    "BAR at {bar:#x} before close"
+                );
+            }
         }
         let dev = Device::open_iommufd(GPU_BDF)?;
-        check_eq!(
-            dev.config_read64(BAR4)?,
-            FLAGS,
-            "BAR4/5 after close and open"
-        );
+        for &(bar, _) in &emulated {
+            check_eq!(
+                dev.config_read64(bar)?,
+                FLAGS,
+                "BAR at {bar:#x} after close and open"
+            );
+        }
         Ok(())
     });
 
