@@ -114,8 +114,9 @@ impl Vma {
     /// of the device fd (for example a BAR0 mapping made by vfio-pci-core).
     pub(crate) fn device<T>(&self, ops: &'static VmOps<T>) -> Option<&CoreDevice<T>> {
         // SAFETY: The VMA is valid (type invariant).
-        let (vm_ops, private) =
-            unsafe { ((*self.as_raw()).vm_ops, (*self.as_raw()).vm_private_data) };
+        let vm_ops = unsafe { (*self.as_raw()).vm_ops };
+        // SAFETY: As above.
+        let private = unsafe { (*self.as_raw()).vm_private_data };
         if !core::ptr::eq(vm_ops, &ops.ops) {
             return None;
         }
