@@ -182,13 +182,7 @@ impl NvGraceGpu {
                 false => return Err(EAGAIN),
             },
             None => readiness::wait_legacy(&mut KernelClock::new(), || {
-                let c2c = vdev
-                    .bar0_read32(readiness::C2C_LINK_BAR0_OFFSET)
-                    .unwrap_or(0);
-                let hbm = vdev
-                    .bar0_read32(readiness::HBM_TRAINING_BAR0_OFFSET)
-                    .unwrap_or(0);
-                readiness::legacy_ready(c2c, hbm)
+                readiness::legacy_ready(|off| vdev.bar0_read32(off).unwrap_or(0))
             })
             .map_err(wait_errno)?,
         }
@@ -232,11 +226,7 @@ impl NvGraceGpu {
             None => {
                 let bar0 = ProbeBar0::map(pdev, <Self as Driver>::NAME)?;
                 readiness::wait_legacy(&mut clock, || {
-                    let c2c = bar0.read32(readiness::C2C_LINK_BAR0_OFFSET).unwrap_or(0);
-                    let hbm = bar0
-                        .read32(readiness::HBM_TRAINING_BAR0_OFFSET)
-                        .unwrap_or(0);
-                    readiness::legacy_ready(c2c, hbm)
+                    readiness::legacy_ready(|off| bar0.read32(off).unwrap_or(0))
                 })
                 .map_err(wait_errno)
             }

@@ -62,9 +62,10 @@ pub(crate) fn poll_interval_ms(waited_ms: u64) -> u64 {
     (waited_ms / 16).clamp(1, MAX_POLL_INTERVAL_MS)
 }
 
-/// Whether the two BAR0 status registers say the GPU is ready.
-pub(crate) fn legacy_ready(c2c_link: u32, hbm_training: u32) -> bool {
-    c2c_link == STATUS_READY && hbm_training == STATUS_READY
+/// Whether the two BAR0 status registers, read with `read32` (bytes offset -> value), say the
+/// GPU is ready.
+pub(crate) fn legacy_ready(mut read32: impl FnMut(usize) -> u32) -> bool {
+    read32(C2C_LINK_BAR0_OFFSET) == STATUS_READY && read32(HBM_TRAINING_BAR0_OFFSET) == STATUS_READY
 }
 
 /// Polls `ready` until it returns true, for at most [`LEGACY_TIMEOUT_MS`].
