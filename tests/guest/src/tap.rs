@@ -51,6 +51,13 @@ macro_rules! check {
     };
 }
 
+/// Prints a diagnostic line, also from inside a running test.
+pub fn diag(msg: impl Display) {
+    for line in msg.to_string().lines() {
+        println!("# {line}");
+    }
+}
+
 /// Runs the tests of one binary and reports them in TAP.
 pub struct Harness {
     planned: usize,
@@ -76,9 +83,7 @@ impl Harness {
 
     /// Prints a diagnostic line.
     pub fn diag(&self, msg: impl Display) {
-        for line in msg.to_string().lines() {
-            println!("# {line}");
-        }
+        diag(msg);
     }
 
     /// Runs one test and reports its outcome.

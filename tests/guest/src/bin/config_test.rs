@@ -9,6 +9,7 @@ use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::differences::build;
 use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -26,23 +27,6 @@ const MODEL_BAR2_SIZE: u64 = 32 << 20;
 
 fn read_back(bar_size: u64, written: u64) -> u64 {
     (written & !(bar_size - 1)) | FLAGS
-}
-
-/// The model's access-log lines written since `from` bytes into the log.
-fn model_log_since(from: u64) -> std::io::Result<Vec<String>> {
-    let log = std::fs::read_to_string("/mnt/model/access.log")?;
-    Ok(log
-        .get(from as usize..)
-        .unwrap_or("")
-        .lines()
-        .map(str::to_string)
-        .collect())
-}
-
-fn model_log_len() -> u64 {
-    std::fs::metadata("/mnt/model/access.log")
-        .map(|m| m.len())
-        .unwrap_or(0)
 }
 
 /// A config write the model saw at `0x18..0x28` (the BAR2..5 registers).
@@ -88,7 +72,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let log_start = model_log_len();
+    let log_start = model::log_mark();
 
     t.test("bars_read_flags_after_open", || {
         regions()?;
@@ -319,7 +303,7 @@ fn main() {
 
     t.test("writes_never_reach_the_model", || {
         regions()?;
-        let lines = model_log_since(log_start)?;
+        let lines = model::log_since(log_start?)?;
         check!(
             !lines.is_empty(),
             "the model's access log is empty: is /mnt/model shared?"

@@ -19,6 +19,7 @@ use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::vfio::Device;
@@ -29,16 +30,6 @@ use nvgrace_guest_tests::GPU_BDF;
 const READY_DELAY_MS: u64 = 150;
 /// Upstream's interval between readiness polls (`POLL_QUANTUM_MS`).
 const UPSTREAM_QUANTUM: Duration = Duration::from_millis(1_000);
-
-/// Reads of the C2C link status register the model logged after its last reset.
-fn polls_since_last_reset() -> std::io::Result<usize> {
-    let log = std::fs::read_to_string("/mnt/model/access.log")?;
-    let after = log.rsplit_once("\nreset ").map_or("", |(_, rest)| rest);
-    Ok(after
-        .lines()
-        .filter(|l| l.starts_with("bar0-read off=0x1498 "))
-        .count())
-}
 
 fn main() {
     let mut t = Harness::new(2);
@@ -56,13 +47,16 @@ fn main() {
         let usemem = 4u64 << VFIO_PCI_OFFSET_SHIFT;
         dev.fd.read_at(&mut b, usemem)?;
 
+        let mark = model::log_mark()?;
         let start = Instant::now();
         dev.reset()?;
         dev.fd.read_at(&mut b, usemem)?;
         let took = start.elapsed();
-        let polls = polls_since_last_reset()?;
+        // Reads of the C2C link status register since the reset, ready or not.
+        let log = model::readiness_polls(&model::log_since(mark)?);
+        let polls = log.not_ready_reads + log.ready_reads;
         model::reset_control()?;
-        t_diag(&format!(
+        tap::diag(format!(
             "{build:?}: reset + first read took {took:?}, {polls} readiness polls"
         ));
 
@@ -96,9 +90,4 @@ fn main() {
     });
     t.test("no_kernel_splat", sys::no_kernel_splat);
     t.finish()
-}
-
-/// Prints a diagnostic line in TAP.
-fn t_diag(msg: &str) {
-    println!("# {msg}");
 }
