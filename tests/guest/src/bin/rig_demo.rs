@@ -20,7 +20,7 @@ fn human(bytes: u64) -> String {
         ("B", 1),
     ];
     for (unit, size) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }
