@@ -50,6 +50,34 @@ pub fn now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// The page-table dump line (x86 `CONFIG_PTDUMP_DEBUGFS`, arch/x86/mm/dump_pagetables.c) of the
+/// calling process's range that holds `addr`, e.g.
+/// `0x00007f...000-0x00007f...000   4K  USR RW  PCD  NX pte`; `None` if `addr` is not mapped.
+///
+/// `page_tables/current_kernel` walks the current process's page tables, user half included
+/// (no page-table isolation in the rig's kernel). Flags appear as the dump names them: `PWT`,
+/// `PCD` are the cache-control bits (Intel SDM Vol. 3A, 4.9 "Paging and Memory Typing").
+pub fn page_table_entry(addr: usize) -> io::Result<Option<String>> {
+    let path = "/sys/kernel/debug/page_tables/current_kernel";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    for line in text.lines() {
+        let Some((range, _)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let parse = |h: &str| usize::from_str_radix(h.trim_start_matches("0x"), 16).ok();
+        if let (Some(lo), Some(hi)) = (parse(lo), parse(hi)) {
+            if (lo..hi).contains(&addr) {
+                return Ok(Some(line.split_whitespace().collect::<Vec<_>>().join(" ")));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The calling process's minor fault count (`getrusage(RUSAGE_SELF).ru_minflt`): the kernel
 /// counts one per successfully handled page fault, whatever the size of the entry it installed,
 /// so touching every 4 KiB page of a PMD-mapped 2 MiB range costs one fault, not 512.

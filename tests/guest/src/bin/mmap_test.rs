@@ -31,6 +31,7 @@ use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
+use nvgrace_guest_tests::vfio;
 use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
@@ -581,6 +582,34 @@ fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 /// After a reset and before the first access, memory disabled: the readiness check refuses
 /// (`-EIO` from `nvgrace_gpu_check_device_ready()`), so pread fails with EIO and faults with
 /// SIGBUS; once memory is enabled both work.
+/// The cache attribute of a faulted-in page of the region, from the page-table dump: usemem is
+/// mapped cacheable (no PCD/PWT), resmem write-combining (upstream: `pgprot_writecombine`, with
+/// `VM_ALLOW_ANY_UNCACHED` for KVM on arm64). The rig's x86 kernel has no PAT, so
+/// write-combining falls back to UC- (`_PAGE_PCD`): the VMA's attribute reaches the page table
+/// unchanged (with PAT, x86 would substitute the range's memtype at fault time).
+fn cache_attribute_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    settle(ctx, m)?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), PAGE)?;
+    map.read_u8(0);
+    let entry = mm::page_table_entry(map.addr())?
+        .ok_or_else(|| Failure::Fail(format!("{:#x} not in the page-table dump", map.addr())))?;
+    let flags: Vec<&str> = entry.split_whitespace().skip(2).collect();
+    check!(
+        flags.contains(&"USR"),
+        "{} page not a user page: {entry}",
+        m.name()
+    );
+    let uncached = flags.contains(&"PCD") || flags.contains(&"PWT");
+    match m.index {
+        vfio::region::BAR2 => check!(
+            flags.contains(&"PCD"),
+            "resmem page lacks PCD (write-combining, UC- without PAT): {entry}"
+        ),
+        _ => check!(!uncached, "usemem page not cacheable: {entry}"),
+    }
+    Ok(())
+}
+
 fn memory_disabled_pending_reset_test(ctx: &Ctx) -> Outcome {
     let m = ctx.usemem;
     let map = mm::mmap_shared(&ctx.dev.fd, m.at(300 * PAGE64), 4 * PAGE)?;
@@ -717,7 +746,7 @@ fn never_ready_test(ctx: &Ctx) -> Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(25);
+    let mut t = Harness::new(27);
     t.diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
@@ -749,6 +778,12 @@ fn main() {
     t.test("usemem_smaps_vm_flags", || smaps_flags_test(&ctx, &use_));
     t.test("resmem_smaps_vm_flags", || {
         smaps_flags_test(&ctx, &resmem_or_skip(&ctx)?)
+    });
+    t.test("usemem_mapping_cacheable", || {
+        cache_attribute_test(&ctx, &use_)
+    });
+    t.test("resmem_mapping_write_combining", || {
+        cache_attribute_test(&ctx, &resmem_or_skip(&ctx)?)
     });
     t.test("usemem_bounds", || bounds_test(&ctx, &use_));
     t.test("resmem_bounds", || {
