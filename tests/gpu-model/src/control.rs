@@ -13,9 +13,12 @@
 //! | `power_on_delay_ms` | milliseconds or `never` | only read at start: the model starts not ready for that long, and no reset makes it ready sooner (`never`: never ready at all) |
 //! | `cxl_timeout` | `0`..=`7` | Memory_Active_Timeout field of the CXL DVSEC (applies at once) |
 //! | `not_ready_now` | `1` | drop readiness now, as a reset would, without resetting registers; applied once per change of the file |
+//! | `flap_ready_ms` | milliseconds | with `flap_not_ready_ms`, both non-zero: once ready, readiness flaps, this long ready, then that long not ready, ... (applies at once) |
+//! | `flap_not_ready_ms` | milliseconds | see `flap_ready_ms` |
+//! | `bar0_all_ones` | `0` or `1` | `1`: every BAR0 read returns all-ones bytes, as from a device that fell off the bus (applies at once) |
 //!
-//! The file is checked on every access to a readiness register and on every
-//! reset; whenever it changed (content, size, mtime, ctime or inode), the
+//! The file is checked on every BAR0 read, every read of the CXL readiness
+//! register and on every reset; whenever it changed (content, size, mtime, ctime or inode), the
 //! effective settings become the command line's overlaid with the file's
 //! keys, so removing a key (or the file) restores the command-line value.
 //! Unknown keys and bad values are reported on stderr and ignored.
@@ -31,6 +34,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::readiness::Flap;
 
 /// Largest Memory_Active_Timeout field value (the field is 3 bits wide).
 pub const CXL_TIMEOUT_MAX: u8 = 7;
@@ -100,9 +105,21 @@ pub struct Settings {
     pub power_on_delay: Option<Delay>,
     /// Memory_Active_Timeout field value, 0..=7.
     pub cxl_timeout: u8,
+    /// Flapping readiness: length of each ready period in milliseconds
+    /// (flapping needs both this and `flap_not_ready_ms` non-zero).
+    pub flap_ready_ms: u64,
+    /// Flapping readiness: length of each not-ready period in milliseconds.
+    pub flap_not_ready_ms: u64,
+    /// Every BAR0 read returns all-ones bytes (the device is gone).
+    pub bar0_all_ones: bool,
 }
 
 impl Settings {
+    /// The flapping pattern, if readiness flaps.
+    pub fn flap(&self) -> Option<Flap> {
+        Flap::from_ms(self.flap_ready_ms, self.flap_not_ready_ms)
+    }
+
     /// Readiness delay to use at power-on.
     pub fn power_on(&self) -> Delay {
         self.power_on_delay
@@ -132,6 +149,12 @@ pub struct Overrides {
     pub cxl_timeout: Option<u8>,
     /// `not_ready_now=1`
     pub not_ready_now: bool,
+    /// `flap_ready_ms=N`
+    pub flap_ready_ms: Option<u64>,
+    /// `flap_not_ready_ms=N`
+    pub flap_not_ready_ms: Option<u64>,
+    /// `bar0_all_ones=0|1`
+    pub bar0_all_ones: Option<bool>,
 }
 
 impl Overrides {
@@ -159,6 +182,9 @@ impl Overrides {
                 "power_on_delay_ms" => Delay::parse(value).map(|v| o.power_on_delay = Some(v)),
                 "cxl_timeout" => parse_cxl_timeout(value).map(|v| o.cxl_timeout = Some(v)),
                 "not_ready_now" => parse_bool(value).map(|v| o.not_ready_now = v),
+                "flap_ready_ms" => parse_ms(value).map(|v| o.flap_ready_ms = Some(v)),
+                "flap_not_ready_ms" => parse_ms(value).map(|v| o.flap_not_ready_ms = Some(v)),
+                "bar0_all_ones" => parse_bool(value).map(|v| o.bar0_all_ones = Some(v)),
                 _ => Err(format!("unknown key '{key}'")),
             };
             if let Err(e) = result {
@@ -176,6 +202,9 @@ impl Overrides {
             never_ready: self.never_ready.unwrap_or(base.never_ready),
             power_on_delay: self.power_on_delay.or(base.power_on_delay),
             cxl_timeout: self.cxl_timeout.unwrap_or(base.cxl_timeout),
+            flap_ready_ms: self.flap_ready_ms.unwrap_or(base.flap_ready_ms),
+            flap_not_ready_ms: self.flap_not_ready_ms.unwrap_or(base.flap_not_ready_ms),
+            bar0_all_ones: self.bar0_all_ones.unwrap_or(base.bar0_all_ones),
         }
     }
 }
@@ -288,7 +317,8 @@ mod tests {
     #[test]
     fn parses_keys_and_warns_about_the_rest() {
         let text = "# comment\n\nready_delay_ms = 250\nnever_ready=1\npower_on_delay_ms=never\n\
-                    cxl_timeout=3\nnot_ready_now=1\nbogus=2\ncxl_timeout=9\nnoequals\n";
+                    cxl_timeout=3\nnot_ready_now=1\nbogus=2\ncxl_timeout=9\nnoequals\n\
+                    flap_ready_ms=40\nflap_not_ready_ms=20\nbar0_all_ones=1\nbar0_all_ones=2\n";
         let (o, warnings) = Overrides::parse(text);
         assert_eq!(
             o,
@@ -298,9 +328,13 @@ mod tests {
                 power_on_delay: Some(Delay::Never),
                 cxl_timeout: Some(3),
                 not_ready_now: true,
+                flap_ready_ms: Some(40),
+                flap_not_ready_ms: Some(20),
+                bar0_all_ones: Some(true),
             }
         );
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[3].starts_with("line 14:"), "{warnings:?}");
         assert!(warnings[0].contains("unknown key 'bogus'"));
         assert!(warnings[1].starts_with("line 9:"));
     }
@@ -312,6 +346,7 @@ mod tests {
             never_ready: false,
             power_on_delay: None,
             cxl_timeout: 1,
+            ..Settings::default()
         };
         assert_eq!(cli.power_on(), Delay::Ms(10));
         let (o, _) = Overrides::parse("cxl_timeout=5\npower_on_delay_ms=30");
@@ -320,6 +355,13 @@ mod tests {
         assert_eq!(s.cxl_timeout, 5);
         assert_eq!(s.power_on(), Delay::Ms(30));
         assert_eq!(Overrides::default().apply(&cli), cli);
+        assert_eq!(s.flap(), None);
+        let (o, _) = Overrides::parse("flap_ready_ms=30\nflap_not_ready_ms=10\nbar0_all_ones=1");
+        let s = o.apply(&cli);
+        assert_eq!(s.flap(), Flap::from_ms(30, 10));
+        assert!(s.bar0_all_ones);
+        let (o, _) = Overrides::parse("flap_ready_ms=30");
+        assert_eq!(o.apply(&cli).flap(), None, "both periods are needed");
         let never = Settings {
             never_ready: true,
             ..cli

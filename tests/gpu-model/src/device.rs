@@ -41,9 +41,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion};
 
-use crate::config::{
-    overlaps, ConfigSpace, LiveState, Variant, BAR0_SIZE, BAR2_SIZE, CONFIG_SPACE_SIZE,
-};
+use crate::config::{ConfigSpace, LiveState, Variant, BAR0_SIZE, BAR2_SIZE, CONFIG_SPACE_SIZE};
 use crate::control::{ControlWatcher, Overrides, Settings};
 use crate::log::{format_access, AccessLog, Space};
 use crate::readiness::{Clock, Readiness};
@@ -209,21 +207,30 @@ impl GpuDevice {
         }
         if settings != self.settings || !started {
             self.log.line(&format!(
-                "control ready_delay_ms={} never_ready={} power_on_delay_ms={} cxl_timeout={}",
+                "control ready_delay_ms={} never_ready={} power_on_delay_ms={} cxl_timeout={} \
+                 flap_ready_ms={} flap_not_ready_ms={} bar0_all_ones={}",
                 settings.ready_delay_ms,
                 u8::from(settings.never_ready),
                 settings.power_on(),
-                settings.cxl_timeout
+                settings.cxl_timeout,
+                settings.flap_ready_ms,
+                settings.flap_not_ready_ms,
+                u8::from(settings.bar0_all_ones),
             ));
         }
+        let now = self.clock.now();
+        self.readiness.set_flap(now, settings.flap());
         self.settings = settings;
         Some(change.overrides)
     }
 
-    /// Logs `ready` the first time readiness is observed after a restart.
+    /// Logs `ready` the first time readiness is observed after a restart or
+    /// a flap, and `not-ready cause=flap` when a flap took it away.
     fn note_readiness(&mut self) {
-        if self.readiness.take_ready_transition(self.clock.now()) {
-            self.log.line("ready");
+        match self.readiness.observe(self.clock.now()) {
+            Some(true) => self.log.line("ready"),
+            Some(false) => self.log.line("not-ready cause=flap"),
+            None => {}
         }
     }
 
@@ -260,12 +267,9 @@ impl GpuDevice {
     fn bar0_read(&mut self, offset: u64, data: &mut [u8]) -> io::Result<()> {
         check_bar_range("BAR0", BAR0_SIZE, offset, data.len())?;
         let status_regs = [BAR0_C2C_LINK_STATUS, BAR0_HBM_TRAINING_STATUS];
-        if status_regs
-            .iter()
-            .any(|&reg| overlaps(offset, data.len(), reg, BAR0_STATUS_LEN))
-        {
-            self.check_control();
-        }
+        // Every BAR0 read checks the control file, so that `bar0_all_ones`
+        // applies to the very next read wherever it lands.
+        self.check_control();
         self.note_readiness();
         let status = if self.is_ready() { STATUS_READY } else { 0 }.to_le_bytes();
         for (i, byte) in data.iter_mut().enumerate() {
@@ -274,6 +278,9 @@ impl GpuDevice {
                 .iter()
                 .find(|&&reg| (reg..reg + BAR0_STATUS_LEN as u64).contains(&off))
                 .map_or(0, |&reg| status[(off - reg) as usize]);
+        }
+        if self.settings.bar0_all_ones {
+            data.fill(0xff);
         }
         self.log
             .line(&format_access(Space::Bar0, false, offset, data));
@@ -543,7 +550,8 @@ mod tests {
             rig.log()[..4],
             [
                 "start variant=gh200 device=0x2342",
-                "control ready_delay_ms=100 never_ready=0 power_on_delay_ms=100 cxl_timeout=0",
+                "control ready_delay_ms=100 never_ready=0 power_on_delay_ms=100 cxl_timeout=0 \
+                 flap_ready_ms=0 flap_not_ready_ms=0 bar0_all_ones=0",
                 "bar0-read off=0x1498 len=4 val=0x00000000",
                 "ready",
             ]
@@ -714,5 +722,79 @@ mod tests {
         assert_eq!(sizes, [16 << 20, 0, 32 << 20, 0, 0, 0, 0, 4096, 0]);
         assert!(regions.iter().all(|r| r.mmap_fd.is_none()));
         assert_eq!(irqs().len(), 5);
+    }
+
+    #[test]
+    fn flapping_readiness_follows_the_control_file() {
+        let mut rig = Rig::new(Variant::Gh200, delay(0));
+        assert_eq!(rig.c2c(), 0xff);
+        rig.control("flap_ready_ms=30\nflap_not_ready_ms=20\n");
+        // The pattern starts at the read that noticed the file, with a ready period.
+        assert_eq!(rig.c2c(), 0xff);
+        rig.clock.advance_ms(30);
+        assert_eq!(rig.c2c(), 0);
+        rig.clock.advance_ms(20);
+        assert_eq!(rig.c2c(), 0xff);
+        rig.clock.advance_ms(45);
+        assert_eq!(rig.c2c(), 0, "95 ms: in the second not-ready period");
+        // A reset restarts readiness; flapping goes on once it is ready.
+        rig.control("flap_ready_ms=30\nflap_not_ready_ms=20\nready_delay_ms=10\n");
+        rig.dev.reset(ResetCause::Flr);
+        assert_eq!(rig.c2c(), 0);
+        rig.clock.advance_ms(10);
+        assert_eq!(rig.c2c(), 0xff);
+        rig.clock.advance_ms(30);
+        assert_eq!(rig.c2c(), 0);
+        // Removing the keys stops it.
+        rig.control("ready_delay_ms=10\n");
+        assert_eq!(rig.c2c(), 0xff);
+        rig.clock.advance_ms(1_000);
+        assert_eq!(rig.c2c(), 0xff);
+        let log = rig.log();
+        assert_eq!(
+            log.iter().filter(|l| *l == "not-ready cause=flap").count(),
+            3,
+            "{log:#?}"
+        );
+        assert!(log.contains(
+            &"control ready_delay_ms=0 never_ready=0 power_on_delay_ms=0 cxl_timeout=0 \
+              flap_ready_ms=30 flap_not_ready_ms=20 bar0_all_ones=0"
+                .to_owned()
+        ));
+    }
+
+    #[test]
+    fn flapping_shows_in_the_cxl_status_too() {
+        let mut rig = Rig::new(Variant::Cxl, delay(0));
+        let cfg = VFIO_PCI_CONFIG_REGION_INDEX;
+        let rsl = (CXL_DVSEC + CXL_RANGE1_SIZE_LOW) as u64;
+        rig.control("flap_ready_ms=10\nflap_not_ready_ms=10\n");
+        assert_eq!(rig.read(cfg, rsl, 4) & 0b11, 0b11);
+        rig.clock.advance_ms(10);
+        assert_eq!(rig.read(cfg, rsl, 4) & 0b11, 0);
+    }
+
+    #[test]
+    fn bar0_all_ones_applies_at_once_to_every_bar0_read() {
+        let mut rig = Rig::new(Variant::Gb200, delay(0));
+        let bar0 = VFIO_PCI_BAR0_REGION_INDEX;
+        assert_eq!(rig.read(bar0, 0x100, 4), 0);
+        rig.control("bar0_all_ones=1\n");
+        // Not a status register: the file is checked on every BAR0 read.
+        assert_eq!(rig.read(bar0, 0x100, 4), 0xffff_ffff);
+        assert_eq!(rig.c2c(), 0xffff_ffff, "not STATUS_READY (0xff)");
+        assert_eq!(rig.read(bar0, BAR0_HBM_TRAINING_STATUS, 8), u64::MAX);
+        assert_eq!(rig.read(bar0, 0x3, 1), 0xff);
+        assert!(rig.dev.is_ready(), "readiness itself is unchanged");
+        // Config space and BAR2 are not affected.
+        assert_eq!(rig.read(VFIO_PCI_CONFIG_REGION_INDEX, 0, 2), 0x10de);
+        rig.write(VFIO_PCI_BAR2_REGION_INDEX, 0x10, &[0x5a]);
+        assert_eq!(rig.read(VFIO_PCI_BAR2_REGION_INDEX, 0x10, 1), 0x5a);
+        rig.control("bar0_all_ones=0\n");
+        assert_eq!(rig.c2c(), 0xff);
+        assert_eq!(rig.read(bar0, 0x100, 4), 0);
+        assert!(rig
+            .log()
+            .contains(&"bar0-read off=0x0100 len=4 val=0xffffffff".to_owned()));
     }
 }

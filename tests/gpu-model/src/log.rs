@@ -21,7 +21,7 @@
 //! reset cause=flr                              Device Control bit 15 written
 //! reset cause=vfio-user                        the client's device reset
 //! not-ready cause=control                      not_ready_now=1 in the control file
-//! control ready_delay_ms=100 never_ready=0 power_on_delay_ms=100 cxl_timeout=0
+//! control ready_delay_ms=100 never_ready=0 power_on_delay_ms=100 cxl_timeout=0 flap_ready_ms=0 flap_not_ready_ms=0 bar0_all_ones=0
 //! dma-map iova=0x0 size=0x80000000 offset=0x0 flags=0x3
 //! dma-unmap iova=0x0 size=0x80000000 flags=0x0
 //! set-irqs index=3 flags=0x21 start=0 count=0

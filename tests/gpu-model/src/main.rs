@@ -228,6 +228,7 @@ mod tests {
                     never_ready: true,
                     power_on_delay: Some(Delay::Never),
                     cxl_timeout: 3,
+                    ..Settings::default()
                 },
                 state_dir: Some(PathBuf::from("/tmp/st")),
             }

@@ -8,6 +8,11 @@
 //! reduces this to one deadline: the device is ready once the clock passes
 //! `ready_at`, or never when there is no deadline.
 //!
+//! For fault injection, readiness can also flap ([`Flap`]): once ready, the
+//! device alternates between ready and not ready periods, as a GPU whose link
+//! keeps retraining would. The drivers only look at readiness after a reset,
+//! so flapping shows in their waits, not in memory accesses.
+//!
 //! Time comes from a [`Clock`] so that tests can use a fake one.
 
 use std::time::{Duration, Instant};
@@ -27,7 +32,35 @@ impl Clock for SystemClock {
     }
 }
 
-/// When the device becomes ready, and whether that has been announced.
+/// Readiness that flaps: once the device is ready, it stays ready for
+/// `ready`, then not ready for `not_ready`, then ready again, and so on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flap {
+    /// Length of each ready period.
+    pub ready: Duration,
+    /// Length of each not-ready period.
+    pub not_ready: Duration,
+}
+
+impl Flap {
+    /// The pattern for periods of `ready_ms` and `not_ready_ms`
+    /// milliseconds; `None` (no flapping) unless both are non-zero.
+    pub fn from_ms(ready_ms: u64, not_ready_ms: u64) -> Option<Flap> {
+        (ready_ms > 0 && not_ready_ms > 0).then(|| Flap {
+            ready: Duration::from_millis(ready_ms),
+            not_ready: Duration::from_millis(not_ready_ms),
+        })
+    }
+
+    /// Whether the pattern is in a ready period `since` after it started
+    /// (which it does with a ready period).
+    fn ready_after(&self, since: Duration) -> bool {
+        let period = (self.ready + self.not_ready).as_nanos();
+        since.as_nanos() % period < self.ready.as_nanos()
+    }
+}
+
+/// When the device becomes ready, and what has been announced.
 ///
 /// The power-on deadline is a floor for every later deadline: a reset
 /// during the power-on sequence does not make the device ready sooner. This
@@ -40,9 +73,11 @@ pub struct Readiness {
     ready_at: Option<Instant>,
     /// The power-on deadline; `None` = never.
     power_on_at: Option<Instant>,
-    /// Whether [`Readiness::take_ready_transition`] already reported the
-    /// current readiness period.
-    announced: bool,
+    /// The flapping pattern in force and the instant it was switched on.
+    flap: Option<(Flap, Instant)>,
+    /// The readiness [`Readiness::observe`] last reported (a restart counts
+    /// as not ready without being reported).
+    observed_ready: bool,
 }
 
 impl Readiness {
@@ -52,7 +87,17 @@ impl Readiness {
         Readiness {
             ready_at: at,
             power_on_at: at,
-            announced: false,
+            flap: None,
+            observed_ready: false,
+        }
+    }
+
+    /// Switches flapping on (a new pattern starts at `now`, or when the
+    /// device becomes ready if that is later, with a ready period) or off.
+    /// Setting the pattern already in force changes nothing.
+    pub fn set_flap(&mut self, now: Instant, flap: Option<Flap>) {
+        if self.flap.map(|(f, _)| f) != flap {
+            self.flap = flap.map(|f| (f, now));
         }
     }
 
@@ -64,22 +109,34 @@ impl Readiness {
             (Some(d), Some(power_on)) => Some((now + d).max(power_on)),
             _ => None,
         };
-        self.announced = false;
+        self.observed_ready = false;
     }
 
     /// Whether the device is ready at `now`.
     pub fn is_ready(&self, now: Instant) -> bool {
-        self.ready_at.is_some_and(|at| now >= at)
-    }
-
-    /// Returns true once per restart: the first time it is called at or after
-    /// the instant the device became ready. Used to log the `ready` event.
-    pub fn take_ready_transition(&mut self, now: Instant) -> bool {
-        if self.announced || !self.is_ready(now) {
+        let Some(at) = self.ready_at else {
+            return false;
+        };
+        if now < at {
             return false;
         }
-        self.announced = true;
-        true
+        match self.flap {
+            None => true,
+            Some((flap, since)) => flap.ready_after(now - at.max(since)),
+        }
+    }
+
+    /// The readiness at `now` if it changed since the last call (or since
+    /// the last restart, which counts as not ready): `Some(true)` once the
+    /// device became ready, `Some(false)` once a flap made it not ready.
+    /// Used to log the `ready` and `not-ready cause=flap` events.
+    pub fn observe(&mut self, now: Instant) -> Option<bool> {
+        let ready = self.is_ready(now);
+        if ready == self.observed_ready {
+            return None;
+        }
+        self.observed_ready = ready;
+        Some(ready)
     }
 }
 
@@ -114,38 +171,40 @@ pub mod tests {
         let clock = FakeClock::new();
         let mut r = Readiness::new(clock.now(), Some(Duration::from_millis(100)));
         assert!(!r.is_ready(clock.now()));
-        assert!(!r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), None);
         clock.advance_ms(99);
         assert!(!r.is_ready(clock.now()));
         clock.advance_ms(1);
         assert!(r.is_ready(clock.now()));
-        assert!(r.take_ready_transition(clock.now()));
-        assert!(!r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), Some(true));
+        assert_eq!(r.observe(clock.now()), None);
         clock.advance_ms(10_000);
         assert!(r.is_ready(clock.now()));
-        assert!(!r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), None);
     }
 
     #[test]
     fn restart_drops_readiness_and_never_means_never() {
         let clock = FakeClock::new();
         let mut r = Readiness::new(clock.now(), Some(Duration::ZERO));
-        assert!(r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), Some(true));
         r.restart(clock.now(), Some(Duration::from_millis(50)));
         assert!(!r.is_ready(clock.now()));
+        assert_eq!(r.observe(clock.now()), None, "a restart is not a flap");
         clock.advance_ms(50);
-        assert!(
-            r.take_ready_transition(clock.now()),
+        assert_eq!(
+            r.observe(clock.now()),
+            Some(true),
             "announced again after restart"
         );
         r.restart(clock.now(), None);
         clock.advance_ms(1_000_000);
         assert!(!r.is_ready(clock.now()));
-        assert!(!r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), None);
         // A zero delay restart is ready at once but still announced.
         r.restart(clock.now(), Some(Duration::ZERO));
         assert!(r.is_ready(clock.now()));
-        assert!(r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), Some(true));
     }
 
     #[test]
@@ -157,7 +216,7 @@ pub mod tests {
         clock.advance_ms(10);
         assert!(!r.is_ready(clock.now()), "power-on deadline still pending");
         clock.advance_ms(890);
-        assert!(r.take_ready_transition(clock.now()));
+        assert_eq!(r.observe(clock.now()), Some(true));
         // Past the power-on deadline, the reset delay alone counts.
         r.restart(clock.now(), Some(Duration::from_millis(10)));
         clock.advance_ms(10);
@@ -166,6 +225,65 @@ pub mod tests {
         let mut r = Readiness::new(clock.now(), None);
         r.restart(clock.now(), Some(Duration::ZERO));
         clock.advance_ms(1_000_000);
+        assert!(!r.is_ready(clock.now()));
+    }
+
+    #[test]
+    fn flapping_alternates_once_ready_and_stops_when_switched_off() {
+        assert_eq!(Flap::from_ms(0, 10), None);
+        assert_eq!(Flap::from_ms(10, 0), None);
+        let flap = Flap::from_ms(30, 20);
+        let clock = FakeClock::new();
+        let mut r = Readiness::new(clock.now(), Some(Duration::from_millis(100)));
+        r.set_flap(clock.now(), flap);
+        clock.advance_ms(99);
+        assert!(
+            !r.is_ready(clock.now()),
+            "flapping does not make it ready early"
+        );
+        // Ready at 100 ms: ready until 130, not ready until 150, ready until
+        // 180, not ready until 200, ...; sampled at 109, 119, ... 219.
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            clock.advance_ms(10);
+            seen.push(r.observe(clock.now()));
+        }
+        assert_eq!(
+            seen,
+            [
+                Some(true), // 109
+                None,
+                None,
+                Some(false), // 139
+                None,
+                Some(true), // 159
+                None,
+                None,
+                Some(false), // 189
+                None,
+                Some(true), // 209
+                None
+            ]
+        );
+        // Setting the same pattern again keeps the phase.
+        let before = r.is_ready(clock.now());
+        r.set_flap(clock.now(), flap);
+        assert_eq!(r.is_ready(clock.now()), before);
+        // Off: ready for good.
+        r.set_flap(clock.now(), None);
+        for _ in 0..10 {
+            clock.advance_ms(7);
+            assert!(r.is_ready(clock.now()));
+        }
+        // Switched on while ready: starts with a full ready period.
+        r.set_flap(clock.now(), flap);
+        clock.advance_ms(29);
+        assert!(r.is_ready(clock.now()));
+        clock.advance_ms(1);
+        assert!(!r.is_ready(clock.now()));
+        // A restart with never: flapping never makes it ready.
+        r.restart(clock.now(), None);
+        clock.advance_ms(1_000);
         assert!(!r.is_ready(clock.now()));
     }
 }
