@@ -23,6 +23,7 @@ int nvgrace_helper_pm_runtime_resume_and_get(struct device *dev);
 void nvgrace_helper_pm_runtime_put(struct device *dev);
 void nvgrace_helper_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags);
 void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma);
+bool nvgrace_helper_vma_is_shared(struct vm_area_struct *vma);
 bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
 					 unsigned long pfn, unsigned int order);
 

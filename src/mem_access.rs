@@ -108,14 +108,17 @@ pub(crate) fn write(
     let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
 
-    // Writes wholly beyond the memory are dropped without a readiness check, as upstream.
-    if mem_count > 0 {
+    // Writes wholly beyond the memory are dropped without a readiness check, as upstream; any
+    // other write checks readiness, even one of no bytes (upstream's `offset >= memlength` test).
+    if offset < region.memlength {
         NvGraceGpu::wait_cxl_if_reset(vdev)?;
         let guard = vdev.memory_read_lock();
         NvGraceGpu::check_ready(vdev, &guard)?;
-        with_kmap(vdev, which, |map| {
-            map.write_from_user(vdev, offset, buf, mem_count)
-        })?;
+        if mem_count > 0 {
+            with_kmap(vdev, which, |map| {
+                map.write_from_user(vdev, offset, buf, mem_count)
+            })?;
+        }
     }
     *pos += count as i64;
     Ok(count)

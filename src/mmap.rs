@@ -44,6 +44,12 @@ pub(crate) fn mmap(vdev: &CoreDevice<NvGraceGpu>, vma: &Vma) -> Result {
     let Some((which, region)) = vdev.data().region(vma_index(vma)) else {
         return vdev.core_mmap(vma);
     };
+    // The faults insert PFNs, which a private (copy-on-write) mapping cannot take: refuse it, as
+    // vfio-pci-core does for the BARs it maps. Deliberate difference 4: upstream accepts it, and
+    // the first fault hits the BUG_ON() in vmf_insert_pfn_prot().
+    if !vma.is_shared() {
+        return Err(EINVAL);
+    }
     let req_len = vma.end().checked_sub(vma.start()).ok_or(EOVERFLOW)?;
     let end = (vma_pgoff_in_region(vma) << PAGE_SHIFT)
         .checked_add(req_len)

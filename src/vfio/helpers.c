@@ -51,6 +51,11 @@ void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma)
 	vma->vm_page_prot = pgprot_writecombine(vma->vm_page_prot);
 }
 
+bool nvgrace_helper_vma_is_shared(struct vm_area_struct *vma)
+{
+	return vma->vm_flags & VM_SHARED;
+}
+
 bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
 					 unsigned long pfn, unsigned int order)
 {

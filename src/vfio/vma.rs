@@ -88,6 +88,14 @@ impl Vma {
         unsafe { (*self.as_raw()).vm_pgoff as u64 }
     }
 
+    /// Whether the mapping is shared (`VM_SHARED`: `MAP_SHARED` of a file opened for writing).
+    /// A private mapping of a PFN map is a copy-on-write mapping, into which
+    /// `vmf_insert_pfn()` refuses to insert (a `BUG_ON()` in mm/memory.c).
+    pub(crate) fn is_shared(&self) -> bool {
+        // SAFETY: The VMA is valid (type invariant).
+        unsafe { bindings::nvgrace_helper_vma_is_shared(self.as_raw()) }
+    }
+
     /// Adds `flags` ([`vm_flags`]) to the VMA; only while setting it up in `mmap`.
     pub(crate) fn set_flags(&self, flags: u64) {
         // SAFETY: The VMA is valid and being set up (mmap holds the mmap lock for writing).
