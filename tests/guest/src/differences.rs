@@ -23,6 +23,14 @@
 //!    Rust driver does that for both regions. A user that retries short reads sees the same
 //!    bytes either way; QEMU, which treats a short BAR read as an error, works only with ours.
 //!    Test: `region_rw_test` (`resmem_boundaries`, `resmem_widths_and_large`).
+//! 4. **Private mappings of the emulated BARs** (found by the fuzzer, a crash upstream).
+//!    Upstream's `nvgrace_gpu_mmap()` accepts `MAP_PRIVATE`, which makes a copy-on-write
+//!    mapping; its first fault calls `vmf_insert_pfn()`, whose `BUG_ON()` for PFN maps that are
+//!    copy-on-write (mm/memory.c) oopses the kernel with `memory_lock` held, and the device is
+//!    wedged. Any holder of the device fd can do this. The Rust driver refuses private mappings
+//!    with EINVAL, as vfio-pci-core's own `vfio_pci_core_mmap()` does for the BARs it maps.
+//!    Tests: `mmap_test` (`private_mapping`), `fuzz_test` (its mmaps; it never touches a private
+//!    mapping, so that upstream survives the run).
 
 /// Which build of the driver the rig bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,4 +53,9 @@ pub fn build() -> Option<Build> {
 /// Difference 3: whether a resmem access that crosses the end of the memory stops at it.
 pub fn resmem_stops_at_memlength() -> bool {
     build() == Some(Build::Upstream)
+}
+
+/// Difference 4: whether `mmap(MAP_PRIVATE)` of an emulated BAR is refused (EINVAL).
+pub fn private_mmap_refused() -> bool {
+    build() == Some(Build::Rust)
 }

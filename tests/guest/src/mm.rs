@@ -96,6 +96,15 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// Takes ownership of an existing mapping of `len` bytes at `addr`, to unmap it on drop.
+    ///
+    /// # Safety
+    ///
+    /// `[addr, addr + len)` must be a mapping of this process that nothing else unmaps.
+    pub unsafe fn from_raw(addr: usize, len: usize) -> Self {
+        Mapping { addr, len }
+    }
+
     /// The first mapped address.
     pub fn addr(&self) -> usize {
         self.addr

@@ -309,8 +309,46 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     Ok(())
 }
 
+/// Accesses of no bytes still check readiness after a reset (upstream `nvgrace_gpu_read_mem()`
+/// checks for any offset below the BAR size, `nvgrace_gpu_write_mem()` for any offset below
+/// memlength): with Memory Space Enable off, a pending readiness check fails them with EIO; with
+/// it on, they return 0 and the check is done.
+fn zero_length_after_reset_test(dev: &Device, index: u32) -> Outcome {
+    use nvgrace_guest_tests::gpumem::GpuMemExt;
+    let at = base(index) + 0x1000;
+    let mut b = [0u8; 1];
+    dev.reset()?;
+    let cmd = dev.set_memory_enable(false)?;
+    let read = dev.fd.read_at(&mut b[..0], at);
+    let write = dev.fd.write_at(&b[..0], at);
+    dev.set_memory_enable(true)?;
+    let read_on = dev.fd.read_at(&mut b[..0], at);
+    dev.reset()?;
+    let write_on = dev.fd.write_at(&b[..0], at);
+    // The write did the readiness check: with memory off again, a read has nothing to wait for.
+    dev.set_memory_enable(false)?;
+    let read_after = dev.fd.read_at(&mut b, at);
+    dev.config_write::<2>(nvgrace_guest_tests::gpumem::PCI_COMMAND, cmd.to_le_bytes())?;
+    check_eq!(
+        (errno(read), errno(write)),
+        (Some(libc::EIO), Some(libc::EIO)),
+        "read and write of 0 bytes after a reset, memory disabled"
+    );
+    check_eq!(
+        (read_on?, write_on?),
+        (0usize, 0usize),
+        "read and write of 0 bytes after a reset, memory enabled"
+    );
+    check_eq!(
+        read_after?,
+        1usize,
+        "read with memory disabled after a 0-byte write did the readiness check"
+    );
+    Ok(())
+}
+
 fn main() {
-    let mut t = Harness::new(10);
+    let mut t = Harness::new(11);
     let Some((usemem, resmem)) = expected_regions() else {
         println!("1..0 # SKIP no GPU memory described to the driver");
         std::process::exit(4);
@@ -353,6 +391,9 @@ fn main() {
             "BAR0 offset and size"
         );
         Ok(())
+    });
+    t.test("zero_length_accesses_check_readiness", || {
+        zero_length_after_reset_test(&dev, 4)
     });
     drop(dev);
     t.test("no_kernel_splat", sys::no_kernel_splat);
