@@ -49,11 +49,13 @@ const MARGIN: Duration = Duration::from_secs(60);
 /// How long the device stays gone (BAR0 all-ones) before it comes back, in the default run:
 /// long enough for several polls of either driver, far below the budget.
 const GONE_FOR: Duration = Duration::from_secs(3);
-/// Flapping readiness: ready periods and not-ready periods, in ms. Upstream polls once a second,
-/// so it sees a ready period with probability 0.4 per poll (both registers read in one); 30
-/// misses in a row (the budget) has probability 0.6^30 ~ 2e-7.
-const FLAP_READY_MS: u64 = 40;
-const FLAP_NOT_READY_MS: u64 = 60;
+/// Flapping readiness: ready periods and not-ready periods, in ms. A reset takes ~100 ms
+/// (pcie_flr()'s wait) before the accesses start, which lands them in the first not-ready period
+/// (30..130 ms after the reset), so every wait sees the device flap. Upstream polls once a
+/// second, and 1000 ms is 90 ms more than a multiple of the 130 ms period: its polls step
+/// through the phases and reach a ready period within a few seconds.
+const FLAP_READY_MS: u64 = 30;
+const FLAP_NOT_READY_MS: u64 = 100;
 /// Rounds of reset + concurrent accesses with flapping readiness.
 const FLAP_ROUNDS: usize = 2;
 /// Exit status of a child whose access succeeded but returned the wrong data.
