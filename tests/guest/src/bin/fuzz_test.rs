@@ -1104,6 +1104,9 @@ struct Fuzzer {
     counts: HashMap<&'static str, u64>,
     /// A digest of every result, for comparing runs of the same seed.
     digest: u64,
+    /// `--trace`: what went into the digest for the current operation.
+    tracing: bool,
+    noted: Vec<String>,
 }
 
 fn errno_of(r: isize) -> Result<usize, i32> {
@@ -1136,7 +1139,10 @@ impl Fuzzer {
         *self.counts.entry(what).or_default() += 1;
     }
 
-    fn note(&mut self, v: impl std::hash::Hash) {
+    fn note(&mut self, v: impl std::hash::Hash + std::fmt::Debug) {
+        if self.tracing {
+            self.noted.push(format!("{v:?}"));
+        }
         use std::hash::Hash;
         use std::hash::Hasher;
         let mut h = std::hash::DefaultHasher::new();
@@ -1962,6 +1968,8 @@ fn main() {
             failures: HashMap::new(),
             counts: HashMap::new(),
             digest: 0,
+            tracing: args.trace,
+            noted: Vec::new(),
         };
         // Leave the model as the command line set it (ready at once after resets), and start
         // from a known state: memory enabled, the readiness check after open done.
@@ -1996,6 +2004,10 @@ fn main() {
             if let Err(e) = f.run(i, &op) {
                 error = Some(format!("iteration {i}: {}: {e}", op.describe()));
                 break;
+            }
+            if args.trace {
+                let noted = std::mem::take(&mut f.noted).join(" ");
+                tap::diag(format!("op {i}: {noted}, digest {:016x}", f.digest));
             }
             ran += 1;
         }
