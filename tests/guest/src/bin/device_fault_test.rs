@@ -51,11 +51,11 @@ const MARGIN: Duration = Duration::from_secs(60);
 const GONE_FOR: Duration = Duration::from_secs(3);
 /// Flapping readiness: ready periods and not-ready periods, in ms. A reset takes ~100 ms
 /// (pcie_flr()'s wait) before the accesses start, which lands them in the first not-ready period
-/// (30..130 ms after the reset), so every wait sees the device flap. Upstream polls once a
-/// second, and 1000 ms is 90 ms more than a multiple of the 130 ms period: its polls step
-/// through the phases and reach a ready period within a few seconds.
-const FLAP_READY_MS: u64 = 30;
-const FLAP_NOT_READY_MS: u64 = 100;
+/// (60..130 ms after the reset), so every wait sees the device flap. Upstream polls once a
+/// second, which is not a multiple of the 130 ms period: its polls land at varying phases and
+/// about every other one finds the device ready (measured: 1-3 s per round).
+const FLAP_READY_MS: u64 = 60;
+const FLAP_NOT_READY_MS: u64 = 70;
 /// Rounds of reset + concurrent accesses with flapping readiness.
 const FLAP_ROUNDS: usize = 2;
 /// Exit status of a child whose access succeeded but returned the wrong data.
@@ -532,7 +532,7 @@ fn main() {
     t.test("never_ready_accesses_fail_with_etime", || {
         never_ready_test(&ctx)
     });
-    t.test("bar0_all_ones_accesses_wait_and_recover", || {
+    t.test("bar0_all_ones_device_gone", || {
         gone_test(&ctx, long)
     });
     t.test("flapping_readiness_succeeds_or_fails_cleanly", || {
