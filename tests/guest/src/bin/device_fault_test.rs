@@ -532,9 +532,7 @@ fn main() {
     t.test("never_ready_accesses_fail_with_etime", || {
         never_ready_test(&ctx)
     });
-    t.test("bar0_all_ones_device_gone", || {
-        gone_test(&ctx, long)
-    });
+    t.test("bar0_all_ones_device_gone", || gone_test(&ctx, long));
     t.test("flapping_readiness_succeeds_or_fails_cleanly", || {
         flapping_test(&ctx)
     });

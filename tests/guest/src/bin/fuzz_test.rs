@@ -1174,7 +1174,7 @@ impl Fuzzer {
             .config_write::<2>(PCI_COMMAND, (cmd | PCI_COMMAND_MEMORY).to_le_bytes())?;
         let mut b = [0u8; 1];
         let _ = self.dev().fd.read_at_raw(&mut b, (4u64 << SHIFT) as i64);
-        let _ = feature(self.fd(), FEATURE_LOW_POWER_EXIT | FEATURE_SET, &[]);
+        let _ = feature(self.fd(), FEATURE_LOW_POWER_EXIT | FEATURE_SET);
         self.state = State {
             mem_enabled: true,
             reset_pending: false,
@@ -1356,7 +1356,7 @@ impl Fuzzer {
             None => {}
         }
         if let Ok((7, off)) = split(pos, data.len()) {
-            self.after_config_write(i, op, off, data)?;
+            self.after_config_write(off, data)?;
         }
         Ok(())
     }
@@ -1364,7 +1364,7 @@ impl Fuzzer {
     /// What a config write may have changed: Memory Space Enable, and an FLR through the PCIe
     /// Device Control register (vfio-pci-core virtualises Initiate FLR and resets the function,
     /// `vfio_exp_config_write()`).
-    fn after_config_write(&mut self, _i: u64, _op: &Op, off: u64, data: &[u8]) -> io::Result<()> {
+    fn after_config_write(&mut self, off: u64, data: &[u8]) -> io::Result<()> {
         if (off..off + data.len() as u64).contains(&DEVCTL_HI)
             && data[(DEVCTL_HI - off) as usize] & 0x80 != 0
         {
@@ -1398,7 +1398,7 @@ impl Fuzzer {
             );
         }
         if got.is_ok() {
-            self.after_config_write(i, op, off, data)?;
+            self.after_config_write(off, data)?;
         }
         Ok(())
     }
@@ -1615,10 +1615,10 @@ impl Fuzzer {
         let bad_ptr = self.bad.addr() as *mut u64;
         let fd = self.fd();
         let call = |req: libc::c_ulong, arg: *mut u64| -> Result<usize, i32> {
-            // SAFETY: `arg` points to a buffer of at least 256 bytes, or to the PROT_NONE
-            // reservation (the kernel fails the copy with EFAULT), or is the integer argument
-            // of an ioctl that takes none; the kernel writes at most `argsz` bytes, which the
-            // buffers hold for every `argsz` the model lets succeed.
+            // SAFETY: `arg` points to the 512-byte buffer below or to the PROT_NONE reservation
+            // (the kernel's copies fail with EFAULT). A random `argsz` or count may make the
+            // kernel read past the buffer, as a hostile VMM would; what it writes back is at
+            // most a fixed part and the capabilities, which fit in the buffer.
             errno_of(unsafe { libc::ioctl(fd, req, arg) } as isize)
         };
         let mut buf = [0u64; 64];
@@ -1818,7 +1818,7 @@ impl Fuzzer {
 }
 
 /// Issues `VFIO_DEVICE_FEATURE` with `flags` and no payload.
-fn feature(fd: i32, flags: u32, _payload: &[u64]) -> Result<usize, i32> {
+fn feature(fd: i32, flags: u32) -> Result<usize, i32> {
     let mut buf = [0u64; 4];
     buf[0] = 8 | u64::from(flags) << 32;
     // SAFETY: A feature header of 8 bytes, as `argsz` says.
