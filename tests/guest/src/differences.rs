@@ -23,6 +23,19 @@
 //!    Rust driver does that for both regions. A user that retries short reads sees the same
 //!    bytes either way; QEMU, which treats a short BAR read as an error, works only with ours.
 //!    Test: `region_rw_test` (`resmem_boundaries`, `resmem_widths_and_large`).
+//! 4. **A read or write whose user buffer is a mapping of the device's own memory** (found
+//!    while testing). Upstream's `nvgrace_gpu_read_mem()`/`_write_mem()` copy to and from the
+//!    user buffer while holding `memory_lock` for reading. When the buffer is a mapping of the
+//!    device's GPU memory that is not faulted in, the copy faults, and the fault handler
+//!    (`nvgrace_gpu_vfio_pci_huge_fault()`) takes `memory_lock` for reading a second time. A
+//!    reset (`VFIO_DEVICE_RESET`, which takes it for writing) that comes in between blocks that
+//!    second read, since rwsem readers queue behind a waiting writer: the copying thread, the
+//!    reset and then everything that needs the mm or the device (munmap, close, unbind) hang
+//!    for good, in uninterruptible sleep. The Rust driver copies with page faults disabled under
+//!    the lock and faults the buffer in after dropping it (src/vfio/uaccess.rs).
+//!    Test: `concurrency_test` (`user_buffer_in_device_mapping`), which is not run against
+//!    upstream, where it wedges the guest; it reports a skip there that `scripts/tapsum` does
+//!    not count as a difference between the builds (its reason starts with "difference 4").
 
 /// Which build of the driver the rig bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,5 +57,12 @@ pub fn build() -> Option<Build> {
 
 /// Difference 3: whether a resmem access that crosses the end of the memory stops at it.
 pub fn resmem_stops_at_memlength() -> bool {
+    build() == Some(Build::Upstream)
+}
+
+/// Difference 4: whether the driver copies to and from the user buffer of a read or write
+/// while holding `memory_lock`, which deadlocks when that buffer is an unfaulted mapping of the
+/// device and a reset comes in between.
+pub fn copies_under_memory_lock() -> bool {
     build() == Some(Build::Upstream)
 }

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::differences;
 use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
@@ -297,9 +298,12 @@ fn has_d_state(desc: &str) -> bool {
     desc.lines().any(|l| l.contains(": state D,"))
 }
 
-/// Forks a worker that runs `f` and reports its outcome on `board`.
+/// Forks a worker that runs `f` and reports its outcome on `board`. The worker leads a process
+/// group of its own, so that processes it forks can be found after it (see [`finish_worker`]).
 fn spawn_worker(board: &Board, f: impl FnOnce(&Board) -> Outcome) -> io::Result<mm::Child> {
     mm::fork_child(|| {
+        // SAFETY: Makes this new process the leader of a new process group.
+        unsafe { libc::setpgid(0, 0) };
         let r = f(board);
         board.report(&r);
         0
@@ -311,7 +315,11 @@ fn spawn_worker(board: &Board, f: impl FnOnce(&Board) -> Outcome) -> io::Result<
 /// blocked in the kernel, then killed; one that cannot be killed is left behind rather than
 /// waited for.
 fn finish_worker(mut child: mm::Child, board: &Board, deadline: Duration) -> Outcome {
+    let pgid = child.pid();
     let end = child.wait_timeout(deadline)?;
+    if end != ChildEnd::TimedOut {
+        end_group(pgid);
+    }
     if end == ChildEnd::TimedOut {
         board.set(flag::STOP);
         board.set(flag::EXIT);
@@ -321,6 +329,7 @@ fn finish_worker(mut child: mm::Child, board: &Board, deadline: Duration) -> Out
         }
         let _ = child.signal(libc::SIGKILL);
         let after_kill = child.wait_timeout(KILL_WAIT)?;
+        end_group(pgid);
         if after_kill == ChildEnd::TimedOut {
             // Dropping it would wait for it forever.
             std::mem::forget(child);
@@ -340,6 +349,18 @@ fn finish_worker(mut child: mm::Child, board: &Board, deadline: Duration) -> Out
             };
             fail!("the worker {end}{why}")
         }
+    }
+}
+
+/// Kills what is left of a worker's process group (processes it forked that outlived it, which
+/// may hold the device open) and waits up to [`KILL_WAIT`] for them to be gone.
+fn end_group(pgid: libc::pid_t) {
+    // SAFETY: Signals the processes of a group this program created.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let until = Until::after(KILL_WAIT);
+    // SAFETY: Signal 0 only checks whether the group still has processes.
+    while unsafe { libc::kill(-pgid, 0) } == 0 && !until.passed() {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -546,7 +567,7 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
         }
     }
     Ok(format!(
-        "{what} ({}): {i} visits, {reopens} reopens",
+        "{what} ({}): {i} accesses, {reopens} reopens",
         if huge { "2 MiB-aligned" } else { "page-offset" }
     ))
 }
@@ -733,7 +754,7 @@ fn fault_rw_reset_close(board: &Board, rng: &Rng) -> Outcome {
         hs.into_iter().map(|h| h.join()).collect::<Vec<_>>()
     });
     println!(
-        "# fault_rw_reset_close: {} faults, {} reads/writes, {} resets, {} config rounds",
+        "# fault_rw_reset_close: {} accesses through mappings, {} reads/writes, {} resets, {} config rounds",
         board.count(0),
         board.count(1),
         board.count(2),
@@ -876,7 +897,7 @@ fn unbind_while_faulting(rng: &Rng) -> Outcome {
     board.set(flag::EXIT);
     let worker_outcome = finish_worker(worker, &board, worker_deadline());
     println!(
-        "# unbind_while_faulting: {} faults, {} reads/writes",
+        "# unbind_while_faulting: {} accesses through mappings, {} reads/writes",
         board.count(0),
         board.count(1)
     );
@@ -891,7 +912,7 @@ fn unbind_steps(board: &Board) -> Outcome {
     while !(board.is_set(flag::READY) && board.count(0) > 100 && board.count(1) > 10) {
         if started.passed() || board.outcome().is_some() {
             fail!(
-                "the worker did not start faulting ({} faults, {} reads/writes): {:?}",
+                "the worker did not start faulting ({} accesses through mappings, {} reads/writes): {:?}",
                 board.count(0),
                 board.count(1),
                 board.outcome().map(|r| r.err())
@@ -915,7 +936,7 @@ fn unbind_steps(board: &Board) -> Outcome {
     );
     let (f1, r1) = (board.count(0), board.count(1));
     println!(
-        "# unbind_while_faulting: while the unbind waited {waiting:?}: {} faults, {} reads/writes",
+        "# unbind_while_faulting: while the unbind waited {waiting:?}: {} accesses through mappings, {} reads/writes",
         f1 - f0,
         r1 - r0
     );
@@ -1022,21 +1043,19 @@ fn memory_failure_while_faulting(board: &Board, rng: &Rng) -> Outcome {
         }
     })?;
     // The injecting process, in this one: it maps the slice, records SIGBUS and poisons pages.
+    // One mapping over both slices: memory-failure SIGKILLs a process that maps the region
+    // through another VMA that ends before the poisoned page (memory_failure_test,
+    // mapping_ends_before_page; upstream's behaviour).
     mm::install_sigbus_recorder()?;
-    let maps = [
-        map_slice(&dev.fd, &usemem, slices[0], false)?,
-        map_slice(&dev.fd, &usemem, slices[1], false)?,
-    ];
+    let first = WINDOW_BASE + slices[0] * SLICE + PAGE as u64;
+    let map = mm::mmap_shared(&dev.fd, usemem.at(first), 2 * SLICE as usize - PAGE)?;
     let mut injected = 0u64;
     let mut result: Outcome = Ok(());
-    // Fresh pages, alternating between the slices, spread over the mappings (which start one
-    // page into their slice).
-    let pages = (maps[0].len() / PAGE) as u64;
+    // Fresh pages, alternating between the slices.
+    let slice_pages = SLICE / PAGE as u64;
     while injected < INJECTIONS && !until.passed() {
-        let k = (injected % 2) as usize;
-        let (slice, map) = (slices[k], &maps[k]);
-        let page = (injected * 7 + 3) % pages;
-        let pa = usemem.pa(WINDOW_BASE + slice * SLICE + PAGE as u64 + page * PAGE as u64);
+        let page = (injected % 2) * slice_pages + (injected * 7 + 3) % (slice_pages - 1);
+        let pa = usemem.pa(first + page * PAGE as u64);
         let w = fs::OpenOptions::new()
             .write(true)
             .open(HARD_OFFLINE)
@@ -1063,7 +1082,7 @@ fn memory_failure_while_faulting(board: &Board, rng: &Rng) -> Outcome {
     unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
     let end = faulter.wait_timeout(race() + WORKER_GRACE)?;
     println!(
-        "# memory_failure_while_faulting: {injected} pages poisoned; the faulting process: {} + {} faults, {} resets; {end}",
+        "# memory_failure_while_faulting: {injected} pages poisoned; the faulting process: {} + {} accesses through mappings, {} resets; {end}",
         board.count(0),
         board.count(1),
         board.count(2)
@@ -1072,6 +1091,78 @@ fn memory_failure_while_faulting(board: &Board, rng: &Rng) -> Outcome {
     check_eq!(end, ChildEnd::Exited(0), "the faulting process ({end})");
     check!(injected > 0, "no memory failure injected");
     Ok(())
+}
+
+/// Scenario 5: pread and pwrite whose user buffer is a mapping of the same device's memory,
+/// not yet faulted in, while another thread resets the device: the copy to or from the user
+/// buffer faults on the device's own mapping in the middle of the driver's access, and a reset
+/// waits for both (difference 4 of tests/guest/src/differences.rs: upstream deadlocks here).
+fn user_buffer_in_device_mapping(board: &Board, rng: &Rng) -> Outcome {
+    let dev = Device::open_iommufd(GPU_BDF)?;
+    let (usemem, resmem) = dev.gpu_mem()?;
+    require_window(&usemem)?;
+    let resmem = resmem_fits(&resmem);
+    let until = Until::after(race());
+    let copier = |m: GpuMem, counter: usize, mut rng: Rng| -> Result<String, String> {
+        let what = format!("{} pread/pwrite into a mapping of usemem", m.name());
+        let err = |e: io::Error| format!("{what}: {e}");
+        let len = SLICE as usize / 4;
+        let mut i = 0;
+        while !done(until, board, i) {
+            // A new mapping each time: nothing of it is faulted in yet.
+            let buf = map_slice(&dev.fd, &usemem, 3, rng.below(2) == 0).map_err(err)?;
+            let size = PAGE * (1 + rng.below((len / PAGE) as u64) as usize);
+            let off = m.at(WINDOW_BASE + 2 * SLICE);
+            let write = rng.below(2) == 0;
+            // SAFETY: `buf` is a live mapping of at least `size` bytes, readable and writable.
+            let n = unsafe {
+                if write {
+                    libc::pwrite(
+                        dev.fd.as_raw_fd(),
+                        buf.addr() as *const libc::c_void,
+                        size,
+                        off as i64,
+                    )
+                } else {
+                    libc::pread(
+                        dev.fd.as_raw_fd(),
+                        buf.addr() as *mut libc::c_void,
+                        size,
+                        off as i64,
+                    )
+                }
+            };
+            if n != size as isize {
+                return Err(format!(
+                    "{what}: {} of {size} bytes: {n} ({})",
+                    if write { "pwrite" } else { "pread" },
+                    io::Error::last_os_error()
+                ));
+            }
+            board.bump(counter);
+            i += 1;
+        }
+        Ok(format!("{what}: {i} copies"))
+    };
+    let results = std::thread::scope(|s| {
+        let c = &copier;
+        let fd = &dev.fd;
+        let mut hs = vec![
+            s.spawn(move || c(usemem, 0, rng.fork(40))),
+            s.spawn(move || reset_thread(fd, rng.fork(41), until, board, 2)),
+        ];
+        if let Some(r) = resmem {
+            hs.push(s.spawn(move || c(r, 1, rng.fork(42))));
+        }
+        hs.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    });
+    println!(
+        "# user_buffer_in_device_mapping: {} usemem and {} resmem copies, {} resets",
+        board.count(0),
+        board.count(1),
+        board.count(2)
+    );
+    join_all(results)
 }
 
 /// The hung-task detector is on; its timeout is set short for this program (the old value is
@@ -1100,7 +1191,7 @@ fn seed() -> u64 {
 }
 
 fn main() {
-    let mut t = Harness::new(6);
+    let mut t = Harness::new(7);
     let seed = seed();
     t.diag(format!(
         "driver build: {}, GPU model: {}, seed {seed:#x} (CONCURRENCY_SEED), {:?} per scenario",
@@ -1126,6 +1217,14 @@ fn main() {
     });
     t.test("memory_failure_while_faulting", || {
         in_worker(|b| memory_failure_while_faulting(b, &rng))
+    });
+    t.test("user_buffer_in_device_mapping", || {
+        if differences::copies_under_memory_lock() {
+            return Err(Failure::Skip(
+                "difference 4: not run against this build, where it deadlocks and wedges the guest (tests/guest/src/differences.rs)".into(),
+            ));
+        }
+        in_worker(|b| user_buffer_in_device_mapping(b, &rng))
     });
     t.test("unbind_while_faulting", || unbind_while_faulting(&rng));
     t.test("no_kernel_splat", sys::no_kernel_splat);
