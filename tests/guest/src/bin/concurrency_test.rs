@@ -3,8 +3,9 @@
 //! Concurrency: user space racing itself on one device, as a VMM with many vCPU threads (or a
 //! hostile one) can. Threads fault usemem and resmem mappings, pread and pwrite the regions,
 //! reset the device, write the emulated BAR registers and close and reopen the device at once;
-//! the device is opened and closed by several threads; it is unbound while mapped and being
-//! faulted; memory failures are injected while the poisoned pages are being faulted.
+//! the device is opened and closed by several threads; memory failures are injected while the
+//! poisoned pages are being faulted; reads and writes use a mapping of the device itself as
+//! their buffer while it is reset; the device is unbound while mapped and being faulted.
 //!
 //! Every operation must succeed with the data it would have alone (each thread owns its pages
 //! and checks what it reads against what it wrote), nothing may deadlock, and the kernel log must
@@ -14,7 +15,7 @@
 //!
 //! Every scenario runs in a forked worker process for a bounded time ([`RACE`] of racing, or
 //! `CONCURRENCY_SECS` seconds) and a bounded number of iterations; the program waits for the
-//! worker at most [`WORKER_DEADLINE`] and reports a worker that did not finish as a failure,
+//! worker at most [`WORKER_GRACE`] longer and reports a worker that did not finish as a failure,
 //! with the state, wait channel and kernel stack of each of its threads. Processes fork only
 //! while single-threaded (threads are scoped and joined before any fork), as `mm::fork_child`
 //! requires. The access pattern comes from a seed printed at the start (`CONCURRENCY_SEED`
