@@ -78,10 +78,11 @@ const WINDOW_BASE: u64 = 64 << 20;
 const SLICE: u64 = 4 << 20;
 /// Slices used: the window spans `WINDOW_BASE + SLICES * SLICE` bytes of each region.
 const SLICES: u64 = 8;
-/// A faulting thread closes its device fd and mapping and makes new ones every this many visits.
+/// A faulting thread replaces its mapping (and with a device fd of its own, that fd) every this
+/// many accesses, so that it keeps faulting when no reset zaps its mapping.
 const REOPEN_EVERY: u64 = 64;
 /// Iteration caps, so that a fast machine still ends: per thread and loop.
-const MAX_ITERATIONS: u64 = 1 << 20;
+const MAX_ITERATIONS: u64 = 1 << 24;
 /// Memory failures injected at most in the memory-failure scenario (one fresh page each).
 const INJECTIONS: u64 = 48;
 const HARD_OFFLINE: &str = "/sys/devices/system/memory/hard_offline_page";
@@ -500,9 +501,11 @@ impl PageValues {
 /// Where a faulting thread gets its mapping from.
 #[derive(Clone, Copy)]
 enum Source<'a> {
-    /// A device fd of its own from the group, closed and replaced every [`REOPEN_EVERY`] visits.
+    /// A device fd of its own from the group, closed and replaced with its mapping every
+    /// [`REOPEN_EVERY`] accesses.
     Group(&'a Group),
-    /// A device fd shared with other threads.
+    /// A device fd shared with other threads; the mapping is replaced every [`REOPEN_EVERY`]
+    /// accesses.
     Fd(&'a File),
 }
 
@@ -521,8 +524,8 @@ struct FaultJob<'a> {
 }
 
 /// Faults random pages of a mapping of the job's slice until the end, checking each against
-/// what the thread last wrote. With a group source the thread closes its mapping and device fd
-/// every [`REOPEN_EVERY`] visits and maps a new fd (the data must survive).
+/// what the thread last wrote. Every [`REOPEN_EVERY`] accesses the thread replaces its mapping,
+/// with a group source also its device fd (the data must survive).
 fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
     let FaultJob {
         source,
@@ -553,7 +556,7 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
         values.visit(&map, p, rng.next(), &what)?;
         board.bump(counter);
         i += 1;
-        if matches!(source, Source::Group(_)) && i % REOPEN_EVERY == 0 {
+        if i % REOPEN_EVERY == 0 {
             drop(map);
             drop(own_fd.take());
             (own_fd, map) = open()?;
@@ -568,7 +571,7 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
         }
     }
     Ok(format!(
-        "{what} ({}): {i} accesses, {reopens} reopens",
+        "{what} ({}): {i} accesses, {reopens} new mappings",
         if huge { "2 MiB-aligned" } else { "page-offset" }
     ))
 }
@@ -902,9 +905,16 @@ fn unbind_while_faulting(rng: &Rng) -> Outcome {
         board.count(0),
         board.count(1)
     );
+    // Bound again whatever failed, for the programs after this one.
+    let rebound = if sys::bound_driver(GPU_BDF).is_none() {
+        rebind()
+    } else {
+        Ok(())
+    };
     outcome?;
     worker_outcome?;
-    rebind()
+    rebound?;
+    check_device_works()
 }
 
 /// The supervisor's side of [`unbind_while_faulting`].
@@ -978,7 +988,7 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// Binds the GPU again (its driver_override still names the driver) and checks it opens.
+/// Binds the GPU again (its driver_override still names the driver).
 fn rebind() -> Outcome {
     sys::write_attr("/sys/bus/pci/drivers_probe", GPU_BDF)?;
     check_eq!(
@@ -986,6 +996,11 @@ fn rebind() -> Outcome {
         Some(DRIVER_NAME.to_string()),
         "driver after rebinding"
     );
+    Ok(())
+}
+
+/// The device opens and its memory reads.
+fn check_device_works() -> Outcome {
     let dev = Device::open_iommufd(GPU_BDF)?;
     let (usemem, _) = dev.gpu_mem()?;
     let mut b = [0u8; 8];
