@@ -10,6 +10,7 @@
 #include <linux/io.h>
 #include <linux/mm.h>
 #include <linux/pm_runtime.h>
+#include <linux/uaccess.h>
 #include <linux/vfio.h>
 #include <linux/vfio_pci_core.h>
 
@@ -26,5 +27,7 @@ void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma);
 bool nvgrace_helper_vma_is_shared(struct vm_area_struct *vma);
 bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
 					 unsigned long pfn, unsigned int order);
+void nvgrace_helper_pagefault_disable(void);
+void nvgrace_helper_pagefault_enable(void);
 
 #endif

@@ -28,6 +28,21 @@ log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 warn() { log "warning: $*"; }
 
+# The rig kernel's flavour, for every script: RIG_FLAVOUR unset or empty for the rig kernel,
+# "debug" for the same sources with the checkers of scripts/kconfig/debug.config (lockdep, KASAN,
+# kmemleak; `make check-debug`). Each flavour has its own kernel build (the fragment joins
+# build-kernel's key) and its own artifacts directory (the modules and test programs built
+# against that kernel).
+RIG_FLAVOUR=${RIG_FLAVOUR:-}
+case "$RIG_FLAVOUR" in
+"") FLAVOUR_FRAGMENTS=() ARTIFACTS=$CACHE/artifacts ;;
+debug) FLAVOUR_FRAGMENTS=("$ROOT/scripts/kconfig/debug.config") ARTIFACTS=$CACHE/artifacts-debug ;;
+*) die "RIG_FLAVOUR must be empty or debug, not '$RIG_FLAVOUR'" ;;
+esac
+
+# rig_kernel: builds (if needed) the x86_64 kernel of the flavour and prints its build directory.
+rig_kernel() { "$ROOT/scripts/build-kernel" x86_64 "${FLAVOUR_FRAGMENTS[@]}"; }
+
 # hash_of FILE...: a short content hash of the given files (and strings given as "=text").
 hash_of() {
 	local a

@@ -6,6 +6,11 @@
 //! The BAR is a power of two while the memory behind it may not be: accesses starting at or
 //! beyond the BAR size fail with `EINVAL`, the part beyond the BAR size is clipped, and the part
 //! between the memory's end and the BAR's end reads as all-ones and drops writes.
+//!
+//! The copy between the memory and the user buffer runs under `memory_lock` with page faults
+//! disabled; where it stops at a user page that is not mapped, that page is faulted in after the
+//! lock is dropped and the copy resumes (the buffer may be a mapping of this very device, whose
+//! fault handler takes `memory_lock` too; see vfio/uaccess.rs).
 
 use kernel::prelude::*;
 use kernel::uaccess::UserPtr;
@@ -17,6 +22,7 @@ use crate::device::Which;
 use crate::vfio::core_device::CoreDevice;
 use crate::vfio::kmap::Caching;
 use crate::vfio::kmap::KernelMap;
+use crate::vfio::uaccess;
 
 /// The bytes of an access that reach memory, after clipping at the BAR: `(count, mem_count)`,
 /// with `mem_count <= count`. `EINVAL` when the access starts at or beyond the BAR.
@@ -76,14 +82,29 @@ pub(crate) fn read(
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
 
     NvGraceGpu::wait_cxl_if_reset(vdev)?;
-    {
-        let guard = vdev.memory_read_lock();
-        NvGraceGpu::check_ready(vdev, &guard)?;
-        if mem_count > 0 {
+    let mut done = 0;
+    loop {
+        let copied = {
+            let guard = vdev.memory_read_lock();
+            NvGraceGpu::check_ready(vdev, &guard)?;
+            if mem_count == 0 {
+                break;
+            }
             with_kmap(vdev, which, |map| {
-                map.read_to_user(vdev, offset, buf, mem_count)
-            })?;
+                map.read_to_user_nofault(
+                    vdev,
+                    offset + done as u64,
+                    buf.wrapping_byte_add(done),
+                    mem_count - done,
+                )
+            })?
+        };
+        done += copied;
+        if done == mem_count {
+            break;
         }
+        // The user page the copy stopped at, faulted in without memory_lock (vfio/uaccess.rs).
+        uaccess::fault_in_writeable(buf.wrapping_byte_add(done), mem_count - done)?;
     }
 
     let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
@@ -112,12 +133,29 @@ pub(crate) fn write(
     // other write checks readiness, even one of no bytes (upstream's `offset >= memlength` test).
     if offset < region.memlength {
         NvGraceGpu::wait_cxl_if_reset(vdev)?;
-        let guard = vdev.memory_read_lock();
-        NvGraceGpu::check_ready(vdev, &guard)?;
-        if mem_count > 0 {
-            with_kmap(vdev, which, |map| {
-                map.write_from_user(vdev, offset, buf, mem_count)
-            })?;
+        let mut done = 0;
+        loop {
+            let copied = {
+                let guard = vdev.memory_read_lock();
+                NvGraceGpu::check_ready(vdev, &guard)?;
+                if mem_count == 0 {
+                    break;
+                }
+                with_kmap(vdev, which, |map| {
+                    map.write_from_user_nofault(
+                        vdev,
+                        offset + done as u64,
+                        buf.wrapping_byte_add(done),
+                        mem_count - done,
+                    )
+                })?
+            };
+            done += copied;
+            if done == mem_count {
+                break;
+            }
+            // The user page the copy stopped at, faulted in without memory_lock (vfio/uaccess.rs).
+            uaccess::fault_in_readable(buf.wrapping_byte_add(done), mem_count - done)?;
         }
     }
     *pos += count as i64;

@@ -61,3 +61,13 @@ bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned lo
 {
 	return is_aligned_for_order(vma, addr, pfn, order);
 }
+
+void nvgrace_helper_pagefault_disable(void)
+{
+	pagefault_disable();
+}
+
+void nvgrace_helper_pagefault_enable(void)
+{
+	pagefault_enable();
+}

@@ -14,6 +14,7 @@ use kernel::uaccess::UserPtr;
 
 use super::bindings;
 use super::core_device::CoreDevice;
+use super::uaccess::NoPageFaults;
 
 /// How a region is mapped into the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,18 +70,23 @@ impl KernelMap {
         }
     }
 
-    /// Copies `count` bytes at `offset` into user memory at `buf`: a plain copy for write-back
+    /// Copies `count` bytes at `offset` into user memory at `buf` with page faults disabled
+    /// (the caller holds `memory_lock`; see [`super::uaccess`]): a plain copy for write-back
     /// memory, vfio-pci-core's MMIO copy (accesses of up to 8 bytes) for write-combining.
     ///
-    /// Returns `EFAULT` for a bad user buffer and `EINVAL` outside the mapping.
-    pub(crate) fn read_to_user<T>(
+    /// Returns the bytes copied: all of them, or those before the first user page that would
+    /// have faulted (none for write-combining, whose copy reports no partial progress); the
+    /// caller faults that page in without the lock and copies the rest. `EINVAL` outside the
+    /// mapping.
+    pub(crate) fn read_to_user_nofault<T>(
         &self,
         vdev: &CoreDevice<T>,
         offset: u64,
         buf: UserPtr,
         count: usize,
-    ) -> Result {
+    ) -> Result<usize> {
         let off = self.check(offset, count)?;
+        let _no_faults = NoPageFaults::new();
         match self.caching {
             Caching::WriteBack => {
                 // SAFETY: `off + count` lies inside the mapping (checked); `buf` is a user
@@ -92,30 +98,33 @@ impl KernelMap {
                         count,
                     )
                 };
-                if left != 0 {
-                    return Err(EFAULT);
-                }
+                Ok(count - left)
             }
-            Caching::WriteCombine => {
-                // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
-                unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false)? };
-            }
+            // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
+            Caching::WriteCombine => match unsafe {
+                vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false)
+            } {
+                Err(e) if e == EFAULT => Ok(0),
+                r => r.map(|_| count),
+            },
         }
-        Ok(())
     }
 
-    /// Copies `count` bytes from user memory at `buf` to `offset`; as [`KernelMap::read_to_user`].
-    pub(crate) fn write_from_user<T>(
+    /// Copies `count` bytes from user memory at `buf` to `offset`, with page faults disabled;
+    /// as [`KernelMap::read_to_user_nofault`] (a write-combining copy that stops is redone from
+    /// its start: it rewrites the same bytes).
+    pub(crate) fn write_from_user_nofault<T>(
         &self,
         vdev: &CoreDevice<T>,
         offset: u64,
         buf: UserPtr,
         count: usize,
-    ) -> Result {
+    ) -> Result<usize> {
         let off = self.check(offset, count)?;
+        let _no_faults = NoPageFaults::new();
         match self.caching {
             Caching::WriteBack => {
-                // SAFETY: As in `read_to_user`.
+                // SAFETY: As in `read_to_user_nofault`.
                 let left = unsafe {
                     bindings::copy_from_user(
                         self.addr.as_ptr().byte_add(off),
@@ -123,16 +132,16 @@ impl KernelMap {
                         count,
                     )
                 };
-                if left != 0 {
-                    return Err(EFAULT);
-                }
+                Ok(count - left)
             }
-            Caching::WriteCombine => {
-                // SAFETY: As in `read_to_user`.
-                unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true)? };
-            }
+            // SAFETY: As in `read_to_user_nofault`.
+            Caching::WriteCombine => match unsafe {
+                vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true)
+            } {
+                Err(e) if e == EFAULT => Ok(0),
+                r => r.map(|_| count),
+            },
         }
-        Ok(())
     }
 }
 

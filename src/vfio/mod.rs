@@ -10,4 +10,5 @@ pub(crate) mod memory_failure;
 pub(crate) mod ops;
 pub(crate) mod pci;
 pub(crate) mod time;
+pub(crate) mod uaccess;
 pub(crate) mod vma;

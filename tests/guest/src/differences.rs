@@ -31,6 +31,19 @@
 //!    with EINVAL, as vfio-pci-core's own `vfio_pci_core_mmap()` does for the BARs it maps.
 //!    Tests: `mmap_test` (`private_mapping`), `fuzz_test` (its mmaps; it never touches a private
 //!    mapping, so that upstream survives the run).
+//! 5. **A read or write whose user buffer is a mapping of the device's own memory** (found
+//!    while testing). Upstream's `nvgrace_gpu_read_mem()`/`_write_mem()` copy to and from the
+//!    user buffer while holding `memory_lock` for reading. When the buffer is a mapping of the
+//!    device's GPU memory that is not faulted in, the copy faults, and the fault handler
+//!    (`nvgrace_gpu_vfio_pci_huge_fault()`) takes `memory_lock` for reading a second time. A
+//!    reset (`VFIO_DEVICE_RESET`, which takes it for writing) that comes in between blocks that
+//!    second read, since rwsem readers queue behind a waiting writer: the copying thread, the
+//!    reset and then everything that needs the mm or the device (munmap, close, unbind) hang
+//!    for good, in uninterruptible sleep. The Rust driver copies with page faults disabled under
+//!    the lock and faults the buffer in after dropping it (src/vfio/uaccess.rs).
+//!    Test: `concurrency_test` (`user_buffer_in_device_mapping`), which is not run against
+//!    upstream, where it wedges the guest; it reports a skip there that `scripts/tapsum` does
+//!    not count as a difference between the builds (its reason starts with "difference 5").
 
 /// Which build of the driver the rig bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,4 +71,11 @@ pub fn resmem_stops_at_memlength() -> bool {
 /// Difference 4: whether `mmap(MAP_PRIVATE)` of an emulated BAR is refused (EINVAL).
 pub fn private_mmap_refused() -> bool {
     build() == Some(Build::Rust)
+}
+
+/// Difference 5: whether the driver copies to and from the user buffer of a read or write
+/// while holding `memory_lock`, which deadlocks when that buffer is an unfaulted mapping of the
+/// device and a reset comes in between.
+pub fn copies_under_memory_lock() -> bool {
+    build() == Some(Build::Upstream)
 }

@@ -87,6 +87,13 @@ pub fn kernel_log() -> io::Result<Vec<String>> {
 }
 
 /// Markers of kernel splats: warnings, bugs, oopses, lockdep and KASAN reports, hung tasks.
+///
+/// The debug kernel's checkers (scripts/kconfig/debug.config) report through these too: lockdep
+/// ("WARNING: possible circular locking dependency detected", "... recursive locking ...",
+/// "inconsistent lock state"), DEBUG_ATOMIC_SLEEP ("BUG: sleeping function called from invalid
+/// context"), DEBUG_VM ("kernel BUG at", "BUG: Bad page map"), KASAN ("BUG: KASAN: ..."). kmemleak
+/// reports leaks in debugfs, which kmemleak_check reads; in the log it only says when it
+/// disabled itself after an internal error, which voids that check.
 const SPLAT_MARKERS: &[&str] = &[
     "WARNING:",
     "BUG:",
@@ -102,6 +109,7 @@ const SPLAT_MARKERS: &[&str] = &[
     "blocked for more than",
     "kernel BUG at",
     "unreferenced object",
+    "memory leak detector disabled",
 ];
 
 /// The kernel log lines that report a splat.

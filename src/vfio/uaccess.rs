@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Copies between GPU memory and user memory under `memory_lock`, which the fault handler of
+//! this device's mappings takes too: a user buffer may itself be such a mapping, not yet faulted
+//! in, and a fault taken while holding the lock would take it a second time, which deadlocks
+//! once a reset waits for it in between (rwsem readers queue behind a waiting writer). So the
+//! copies run with page faults disabled, and the pages they stop at are faulted in after the
+//! lock is dropped (the pattern of the page-cache write path, `generic_perform_write()`).
+//!
+//! C header: [`include/linux/uaccess.h`](srctree/include/linux/uaccess.h),
+//! [`include/linux/pagemap.h`](srctree/include/linux/pagemap.h)
+
+use core::marker::PhantomData;
+
+use kernel::prelude::*;
+use kernel::uaccess::UserPtr;
+
+use super::bindings;
+
+/// Page faults disabled for the current task while it lives (`pagefault_disable()`): a user
+/// access that would fault fails instead (`copy_to_user()` returns the bytes it did not copy).
+/// Nests; does not disable preemption.
+pub(crate) struct NoPageFaults(PhantomData<*mut ()>);
+
+impl NoPageFaults {
+    /// Disables page faults until the returned guard is dropped, on the same task (the guard
+    /// is neither `Send` nor `Sync`).
+    pub(crate) fn new() -> Self {
+        // SAFETY: Increments the task's pagefault-disabled count; `drop` decrements it.
+        unsafe { bindings::nvgrace_helper_pagefault_disable() };
+        NoPageFaults(PhantomData)
+    }
+}
+
+impl Drop for NoPageFaults {
+    fn drop(&mut self) {
+        // SAFETY: Balances the increment of `new`, on the same task.
+        unsafe { bindings::nvgrace_helper_pagefault_enable() };
+    }
+}
+
+/// Faults in `len` bytes of user memory at `buf` for writing, without changing them
+/// (`fault_in_safe_writeable()`, which works on PFN mappings too). `EFAULT` if a page cannot
+/// be.
+pub(crate) fn fault_in_writeable(buf: UserPtr, len: usize) -> Result {
+    // SAFETY: The function checks the user range itself and faults it in through the MM; it
+    // writes nothing.
+    let left = unsafe { bindings::fault_in_safe_writeable(buf.as_const_ptr().cast(), len) };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
+}
+
+/// Faults in `len` bytes of user memory at `buf` for reading (`fault_in_readable()`). `EFAULT`
+/// if a page cannot be.
+pub(crate) fn fault_in_readable(buf: UserPtr, len: usize) -> Result {
+    // SAFETY: The function checks the user range itself and only reads it.
+    let left = unsafe { bindings::fault_in_readable(buf.as_const_ptr().cast(), len) };
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
+}
