@@ -8,6 +8,8 @@
 # The test rig (see README.md):
 #   make demo     boot the guest, bind the emulated GH200 to this driver, show what a user sees
 #   make check    every test; ends with "N passed, N failed"
+#   make bench    benchmarks, the Rust driver against upstream (not a test; Documentation/performance.md);
+#                 BENCH_ARGS="--reps N --rounds N --out DIR" passes options to scripts/bench
 
 KDIR ?= $(firstword $(wildcard /lib/modules/$(shell uname -r)/build) \
 	$(shell scripts/build-kernel --print-if-built x86_64 2>/dev/null))
@@ -17,7 +19,7 @@ LLVM ?= $(shell sed -n 's/^CONFIG_CLANG_VERSION=\([0-9]*\)[0-9][0-9][0-9][0-9]$$
 
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) $(if $(LLVM),LLVM=$(LLVM))
 
-.PHONY: all modules clean demo check kdir
+.PHONY: all modules clean demo check bench kdir
 all modules: kdir
 	$(KMAKE) modules
 
@@ -32,3 +34,6 @@ demo:
 
 check:
 	scripts/check
+
+bench:
+	scripts/bench $(BENCH_ARGS)
