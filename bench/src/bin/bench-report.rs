@@ -91,6 +91,15 @@ fn cell(f: &Figures) -> String {
     }
 }
 
+/// A per-repetition detail: counts as integers, times with three significant digits.
+fn detail(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        num(v)
+    }
+}
+
 /// The distinct values of `key` over the per-repetition details, as "a" or "a-b".
 fn per_rep_range(f: &Figures, key: &str) -> String {
     let vals: Vec<f64> = f
@@ -104,9 +113,9 @@ fn per_rep_range(f: &Figures, key: &str) -> String {
     let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if lo == hi {
-        num(lo)
+        detail(lo)
     } else {
-        format!("{}-{}", num(lo), num(hi))
+        format!("{}-{}", detail(lo), detail(hi))
     }
 }
 
