@@ -80,8 +80,10 @@ const FAST_OPS: usize = 2000;
 const BAR0_OPS: usize = 200;
 /// The model's readiness delays after an FLR, ms (the 0, 150 and 500 ms).
 const READY_DELAYS_MS: [u64; 3] = [0, 150, 500];
-/// The guest's THP mode. The rig kernel's default is `never`; the bench sets `madvise` so that
-/// the ceiling's `MADV_HUGEPAGE` mapping gets THPs. The drivers' PUD and PMD faults do not
+/// The guest's THP mode. It boots as `never`: the kernel turns THP off on machines with less than
+/// 512 MiB of RAM (mm/huge_memory.c `hugepage_init()`), and the guest kernel has `mem=512M`
+/// minus its reservations. The bench sets `madvise` so that the ceiling's `MADV_HUGEPAGE`
+/// mapping gets THPs. The drivers' PUD and PMD faults do not
 /// depend on it: "Huge PFN mappings are uncompactable so the policy doesn't apply"
 /// (mm/huge_memory.c `vma_file_bypass_thp_tuneables()`).
 const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
