@@ -35,6 +35,10 @@ pub enum Better {
 pub struct Record {
     /// The guest run it comes from (`usemem`, `resmem`: see `nvgrace-bench --help`).
     pub suite: String,
+    /// The driver build measured (`rust`, `upstream`); when absent, the build of the run's
+    /// [`Env`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     /// Unique name, e.g. `fault_usemem_1g_aligned`. Names starting with `ready_` are readiness
     /// metrics.
     pub metric: String,
@@ -69,7 +73,8 @@ pub struct BenchError {
 pub struct Env {
     /// The guest run (`usemem`, `resmem`).
     pub suite: String,
-    /// The driver build the rig bound (`RIG_DRIVER`: `rust` or `upstream`).
+    /// The driver build the rig bound (`RIG_DRIVER`: `rust`, `upstream`, or `none` when the
+    /// program binds the builds itself; then every record names its build).
     pub driver: String,
     /// The GPU model's variant (`RIG_GPU`).
     pub gpu: String,
@@ -187,6 +192,7 @@ mod tests {
     fn lines_round_trip() {
         let r = Record {
             suite: "usemem".into(),
+            driver: None,
             metric: "lat_bar0_read".into(),
             group: "latency".into(),
             unit: "us".into(),

@@ -272,7 +272,7 @@ fn main() {
                 }
                 Some(Line::Error(e)) => errors.push(e),
                 Some(Line::Record(r)) => {
-                    let Some(d) = driver.as_deref() else {
+                    let Some(d) = r.driver.as_deref().or(driver.as_deref()) else {
                         eprintln!("bench-report: {path}: a record before the environment line");
                         continue;
                     };

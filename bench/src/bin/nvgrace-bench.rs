@@ -1,22 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The guest side of `make bench`: measures one driver build in the rig's guest and prints one
-//! `@@bench` JSON line per metric (every repetition's sample) on the console, for `bench-report`
-//! on the host to set against the other build. Not a test: it asserts nothing about speed, and
-//! it exits non-zero only when a metric could not be measured at all.
+//! The guest side of `make bench`: measures driver builds in the rig's guest and prints one
+//! `@@bench` JSON line per metric and driver (every repetition's sample) on the console, for
+//! `bench-report` on the host to set the Rust driver against upstream. Not a test: it asserts
+//! nothing about speed, and it exits non-zero only when a metric could not be measured.
 //!
 //! ```text
-//! nvgrace-bench [--reps N] [--warmup N] SUITE...
+//! nvgrace-bench [--reps N] [--warmup N] [--switch DRIVER,DRIVER [--passes N]] SUITE...
 //! ```
 //!
-//! Suites, each meant for one boot of `scripts/vm-run` with the GPU bound to a driver build:
+//! Without `--switch` it measures the build `scripts/vm-run --driver` bound. With `--switch`
+//! (vm-run `--driver none`) it binds the builds itself, one after the other, group of metrics
+//! by group of metrics, in `--passes` passes (default: one per repetition) whose order
+//! alternates (A B, B A, ...): both builds are then measured seconds apart in the same boot, so
+//! a busy host slows both alike. Every binding of a build warms up again before it measures.
+//!
+//! Suites, each for one geometry of the rig:
 //!
 //! - `usemem` (`--gpu gb200 --mem-size 0x80000000`: 2 GiB of usemem, which holds a 1 GiB-aligned
 //!   GiB): fault-in of usemem mappings 1 GiB-aligned, 2 MiB-aligned and unaligned; pread/pwrite
 //!   bandwidth of usemem; latency of an emulated BAR config read, a plain config read, a region
 //!   info query and a BAR0 read; reset-to-first-access latency at readiness delays of 0, 150 and
 //!   500 ms; open/close; unbind/bind (probe). And the ceiling: the same page touches on anonymous
-//!   memory, the same copies on a tmpfs file and as memcpy.
+//!   memory, the same copies on a tmpfs file and as memcpy, measured in each build's turn (they
+//!   do not involve the driver, so they show how much the host's load moves the figures).
 //! - `resmem` (`--gpu gh200`, the rig's default geometry: 1 GiB of resmem at a 1 GiB-aligned
 //!   address): pread/pwrite bandwidth of resmem and fault-in of a 1 GiB-aligned resmem mapping.
 //!
@@ -25,10 +32,12 @@
 //! the aperture's start at 512 MiB, and the aperture must stay in the 2 GiB of guest RAM above
 //! the kernel's 512 MiB, below 4 GiB (scripts/vm-run, scripts/mkssdt).
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::process::Command;
 use std::time::Duration;
 
 use nvgrace_bench::ptdump;
@@ -126,67 +135,226 @@ fn time(
     }
 }
 
-/// The run: its settings and whether anything failed.
+/// The device opened through the bound build, with its GPU memory regions.
+struct Open {
+    dev: Device,
+    usemem: GpuMem,
+    resmem: Option<GpuMem>,
+}
+
+impl Open {
+    fn new() -> R<Open> {
+        let dev = Device::open_iommufd(GPU_BDF)?;
+        let (usemem, resmem) = dev.gpu_mem()?;
+        Ok(Open {
+            dev,
+            usemem,
+            resmem,
+        })
+    }
+}
+
+/// What a group of metrics needs while it runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// The device open ([`Open`]).
+    Device,
+    /// The device closed (open/close and unbind/bind measure it themselves).
+    Closed,
+}
+
+/// Buffers and files the metrics share, made once.
+struct Scratch {
+    /// The user buffer of the read/write runs, 1 MiB, page-aligned, faulted in.
+    buf: Anon,
+    /// The memcpy ceiling's source and destination, [`USEMEM_RW_WINDOW`] bytes, faulted in.
+    window: Anon,
+    /// The tmpfs ceiling's file, [`USEMEM_RW_WINDOW`] bytes, unlinked.
+    tmpfs: File,
+}
+
+impl Scratch {
+    fn new() -> R<Scratch> {
+        let mut buf = Anon::new(MIB, PAGE, false)?;
+        buf.slice().fill(0x5a);
+        let mut window = Anon::new(USEMEM_RW_WINDOW, SZ_2M, true)?;
+        window.slice().fill(0xa5);
+        let path = "/tmp/nvgrace-bench.ceiling";
+        let tmpfs = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        std::fs::remove_file(path)?;
+        for pos in (0..USEMEM_RW_WINDOW).step_by(MIB) {
+            tmpfs.write_all_at(buf.slice(), pos as u64)?;
+        }
+        Ok(Scratch { buf, window, tmpfs })
+    }
+}
+
+/// One repetition of a metric: a sample and its details (or `Value::Null`).
+type Step<'a> = Box<dyn FnMut(&mut Scratch, Option<&Open>) -> R<(f64, Value)> + 'a>;
+
+/// Per driver build: the samples and details of a metric.
+type ByDriver = BTreeMap<String, (Vec<f64>, Vec<Value>)>;
+
+/// The open device a step needs.
+fn need(o: Option<&Open>) -> R<&Open> {
+    o.ok_or_else(|| "the device is not open".into())
+}
+
+/// The run: its settings, the bound build and the open device, and whether anything failed.
 struct Bench {
     suite: String,
     reps: usize,
     warmup: usize,
+    passes: usize,
+    /// The builds to measure, in the first pass's order.
+    drivers: Vec<String>,
+    /// Whether this program binds the builds (`--switch`) or vm-run bound the only one.
+    switch: bool,
+    bound: Option<String>,
+    open: Option<Open>,
     errors: usize,
 }
 
 impl Bench {
-    /// Runs `f` `warmup` times unmeasured, then `reps` times; the results of the latter, or
-    /// `None` after reporting the first error (as a failure of `metric`).
-    fn run<T>(&mut self, metric: &str, mut f: impl FnMut() -> R<T>) -> Option<Vec<T>> {
-        for _ in 0..self.warmup {
-            if let Err(e) = f() {
-                self.error(metric, &*e);
-                return None;
+    /// Binds `driver` (when switching) and opens or closes the device as `needs` says.
+    fn ensure(&mut self, driver: &str, needs: Needs) -> R<Option<&Open>> {
+        if self.bound.as_deref() != Some(driver) {
+            self.open = None;
+            if self.switch {
+                // rig-unbind: unbind, clear driver_override, rmmod; rig-bind: insmod, bind
+                // through driver_override (scripts/guest/rig-bind).
+                let _ = Command::new("rig-unbind").status();
+                self.bound = None;
+                let s = Command::new("rig-bind").arg(driver).status()?;
+                if !s.success() {
+                    return Err(format!("rig-bind {driver}: {s}").into());
+                }
+            }
+            self.bound = Some(driver.to_string());
+        }
+        match needs {
+            Needs::Closed => {
+                self.open = None;
+                Ok(None)
+            }
+            Needs::Device => {
+                if self.open.is_none() {
+                    self.open = Some(Open::new()?);
+                }
+                Ok(self.open.as_ref())
             }
         }
-        let mut out = Vec::with_capacity(self.reps);
-        for _ in 0..self.reps {
-            match f() {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    self.error(metric, &*e);
-                    return None;
+    }
+
+    /// Repetitions of pass `pass`: `reps` spread over the passes.
+    fn reps_in_pass(&self, pass: usize) -> usize {
+        self.reps / self.passes + usize::from(pass < self.reps % self.passes)
+    }
+
+    /// Measures a group of metrics: in each pass, for each build in the pass's order, binds it,
+    /// then for each metric runs its step `warmup` times unmeasured and its share of `reps`
+    /// measured. Returns each metric with its samples per build; a metric whose step failed is
+    /// reported and left out.
+    fn group(
+        &mut self,
+        needs: Needs,
+        scratch: &mut Scratch,
+        steps: Vec<(Metric, Step<'_>)>,
+    ) -> Vec<(Metric, ByDriver)> {
+        let mut steps: Vec<(Metric, Step<'_>, ByDriver, bool)> = steps
+            .into_iter()
+            .map(|(m, s)| (m, s, ByDriver::new(), false))
+            .collect();
+        for pass in 0..self.passes {
+            let mut order = self.drivers.clone();
+            if pass % 2 == 1 {
+                order.reverse();
+            }
+            let n = self.reps_in_pass(pass);
+            if n == 0 {
+                continue;
+            }
+            for driver in order {
+                let (warmup, switch) = (self.warmup, self.switch);
+                let open = match self.ensure(&driver, needs) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let what = if switch { "binding" } else { "opening" };
+                        let e: Box<dyn Error> = format!("{what} {driver}: {e}").into();
+                        self.error(&format!("{}_group", steps[0].0.name), &*e);
+                        return Vec::new();
+                    }
+                };
+                let mut failed = Vec::new();
+                for (m, step, by, dead) in steps.iter_mut() {
+                    if *dead {
+                        continue;
+                    }
+                    let samples = by.entry(driver.clone()).or_default();
+                    let r = (|| -> R<()> {
+                        for _ in 0..warmup {
+                            step(scratch, open)?;
+                        }
+                        for _ in 0..n {
+                            let (v, x) = step(scratch, open)?;
+                            samples.0.push(v);
+                            if !x.is_null() {
+                                samples.1.push(x);
+                            }
+                        }
+                        Ok(())
+                    })();
+                    if let Err(e) = r {
+                        *dead = true;
+                        failed.push((m.name.clone(), format!("{driver}: {e}")));
+                    }
+                }
+                for (name, e) in failed {
+                    let e: Box<dyn Error> = e.into();
+                    self.error(&name, &*e);
                 }
             }
         }
-        Some(out)
+        steps
+            .into_iter()
+            .filter(|s| !s.3)
+            .map(|(m, _, by, _)| (m, by))
+            .collect()
     }
 
-    /// Measures a metric whose repetitions each give one sample.
-    fn measure(&mut self, m: Metric, mut f: impl FnMut() -> R<f64>) {
-        if let Some(samples) = self.run(&m.name, &mut f) {
-            self.emit(m, samples, Vec::new());
+    /// Measures a group and prints its records.
+    fn run(&mut self, needs: Needs, scratch: &mut Scratch, steps: Vec<(Metric, Step<'_>)>) {
+        for (m, by) in self.group(needs, scratch, steps) {
+            self.emit_all(&m, by);
         }
     }
 
-    /// Measures a metric whose repetitions each give a sample and details.
-    fn measure_with(&mut self, m: Metric, mut f: impl FnMut() -> R<(f64, Value)>) {
-        if let Some(out) = self.run(&m.name, &mut f) {
-            let (samples, per_rep) = out.into_iter().unzip();
-            self.emit(m, samples, per_rep);
+    fn emit_all(&self, m: &Metric, by: ByDriver) {
+        for (driver, (samples, per_rep)) in by {
+            self.emit(m, &driver, samples, per_rep);
         }
     }
 
-    fn emit(&self, m: Metric, samples: Vec<f64>, per_rep: Vec<Value>) {
-        let s = nvgrace_bench::summary(&samples);
-        if let Some(s) = s {
+    fn emit(&self, m: &Metric, driver: &str, samples: Vec<f64>, per_rep: Vec<Value>) {
+        if let Some(s) = nvgrace_bench::summary(&samples) {
             println!(
-                "# {:<34} {:>10.4} {:>10.4} {:>10.4} {}",
-                m.name, s.min, s.median, s.max, m.unit
+                "# {:<30} {:<8} {:>10.4} {:>10.4} {:>10.4} {}",
+                m.name, driver, s.min, s.median, s.max, m.unit
             );
         }
         let r = Record {
             suite: self.suite.clone(),
-            metric: m.name,
+            driver: Some(driver.to_string()),
+            metric: m.name.clone(),
             group: m.group.into(),
             unit: m.unit.into(),
             better: m.better,
-            what: m.what,
+            what: m.what.clone(),
             samples,
             per_rep,
         };
@@ -407,29 +575,34 @@ fn read_exact_at(fd: &File, buf: &mut [u8], at: u64) -> R<()> {
     Ok(())
 }
 
-/// The fault-in runs on `m`: for each `(name, offset, length, VA alignment, what)`, a fresh
-/// shared mapping of `length` bytes at `offset` in the region whose first address is aligned
-/// to the given alignment, every page touched.
-fn fault_runs(b: &mut Bench, dev: &Device, m: &GpuMem, runs: &[(&str, u64, usize, usize, &str)]) {
-    for &(name, off, len, align, what) in runs {
+/// A fault-in run: a fresh shared mapping of `len` bytes at offset `off` of the region (usemem
+/// or resmem), its first address aligned to `align`, every page touched.
+fn fault_step<'a>(
+    resmem: bool,
+    off: impl Fn(&GpuMem) -> u64 + 'a,
+    len: usize,
+    align: usize,
+) -> Step<'a> {
+    Box::new(move |_, o| {
+        let o = need(o)?;
+        let m = if resmem {
+            o.resmem.ok_or("this geometry has no resmem")?
+        } else {
+            o.usemem
+        };
+        let off = off(&m);
         if off + len as u64 > m.memlength {
-            b.error(
-                name,
-                &*Box::<dyn Error>::from(format!(
-                    "{} has {:#x} bytes, the run needs {:#x} at {off:#x}",
-                    m.name(),
-                    m.memlength,
-                    len
-                )),
-            );
-            continue;
+            return Err(format!(
+                "{} has {:#x} bytes, the run needs {len:#x} at {off:#x}",
+                m.name(),
+                m.memlength
+            )
+            .into());
         }
-        b.measure_with(rate(name, "fault-in", what), || {
-            let map = mm::mmap_shared_aligned(&dev.fd, m.at(off), len, align)?;
-            // SAFETY: A shared writable mapping of GPU memory that only this loop uses.
-            unsafe { fault_in(map.addr(), map.len()) }
-        });
-    }
+        let map = mm::mmap_shared_aligned(&o.dev.fd, m.at(off), len, align)?;
+        // SAFETY: A shared writable mapping of GPU memory that only this code uses.
+        unsafe { fault_in(map.addr(), map.len()) }
+    })
 }
 
 /// The first offset in `m` at a 1 GiB-aligned physical address.
@@ -437,59 +610,15 @@ fn first_1g_offset(m: &GpuMem) -> u64 {
     m.phys.next_multiple_of(SZ_1G as u64) - m.phys
 }
 
-fn suite_usemem(b: &mut Bench) -> R<()> {
-    let dev = Device::open_iommufd(GPU_BDF)?;
-    let (usemem, _) = dev.gpu_mem()?;
-    let g = first_1g_offset(&usemem);
-    let pmd_off = g + SZ_2M as u64;
-    let pte_off = pmd_off + PAGE as u64;
-    fault_runs(
-        b,
-        &dev,
-        &usemem,
-        &[
-            (
-                "fault_usemem_1g_aligned",
-                g,
-                SZ_1G,
-                SZ_1G,
-                "touch every 4 KiB page of a fresh 1 GiB usemem mapping whose VA and PA are 1 GiB-aligned (PUD faults)",
-            ),
-            (
-                "fault_usemem_2m_aligned",
-                pmd_off,
-                SZ_1G,
-                SZ_2M,
-                "touch every 4 KiB page of a fresh 1 GiB usemem mapping whose VA and PA are 2 MiB-aligned, not 1 GiB (PMD faults)",
-            ),
-            (
-                "fault_usemem_unaligned",
-                pte_off,
-                PTE_FAULT_LEN,
-                SZ_2M,
-                "touch every 4 KiB page of a fresh 128 MiB usemem mapping whose PA is only page-aligned (PTE faults)",
-            ),
-        ],
-    );
-    if g + SZ_1G as u64 <= usemem.memlength {
-        b.measure_with(
-            rate(
-                "touch_usemem_mapped",
-                "fault-in",
-                "touch every 4 KiB page of the 1 GiB-aligned usemem mapping again, all faulted in (no faults)",
-            ),
-            || {
-                let map = mm::mmap_shared_aligned(&dev.fd, usemem.at(g), SZ_1G, SZ_1G)?;
-                // SAFETY: A shared writable mapping of GPU memory that only this code uses.
-                unsafe {
-                    touch(map.addr(), map.len());
-                    touch_rate(map.addr(), map.len())
-                }
-            },
-        );
-    }
+/// A step that only gives a sample.
+fn plain<'a>(mut f: impl FnMut(&mut Scratch, Option<&Open>) -> R<f64> + 'a) -> Step<'a> {
+    Box::new(move |s, o| Ok((f(s, o)?, Value::Null)))
+}
 
-    // The ceiling: the same touches on anonymous memory.
+/// The ceiling's page touches on anonymous memory: fault-in with THP and with 4 KiB pages, and
+/// the touch of memory already faulted in.
+fn ceiling_touch_steps<'a>() -> Vec<(Metric, Step<'a>)> {
+    let mut v: Vec<(Metric, Step<'a>)> = Vec::new();
     for (name, thp, what) in [
         (
             "ceiling_fault_anon_thp",
@@ -502,78 +631,94 @@ fn suite_usemem(b: &mut Bench) -> R<()> {
             "touch every page of a fresh 128 MiB anonymous mapping, MADV_NOHUGEPAGE (4 KiB faults, each zeroes a page)",
         ),
     ] {
-        b.measure_with(rate(name, "ceiling", what), || {
-            let a = Anon::new(ANON_LEN, SZ_2M, thp)?;
-            // SAFETY: A private anonymous mapping that only this code uses.
-            unsafe { fault_in(a.addr, a.len) }
-        });
+        v.push((
+            rate(name, "ceiling", what),
+            Box::new(move |_, _| {
+                let a = Anon::new(ANON_LEN, SZ_2M, thp)?;
+                // SAFETY: A private anonymous mapping that only this code uses.
+                unsafe { fault_in(a.addr, a.len) }
+            }),
+        ));
     }
-    b.measure_with(
+    v.push((
         rate(
             "ceiling_touch_populated",
             "ceiling",
             "touch every page of a 128 MiB anonymous mapping already faulted in (no faults)",
         ),
-        || {
+        Box::new(|_, _| {
             let a = Anon::new(ANON_LEN, SZ_2M, true)?;
             // SAFETY: A private anonymous mapping that only this code uses.
             unsafe {
                 touch(a.addr, a.len);
                 touch_rate(a.addr, a.len)
             }
-        },
-    );
+        }),
+    ));
+    v
+}
 
-    // Read/write bandwidth of usemem, and the same copies on a tmpfs file and in memory.
-    let mut bufmap = Anon::new(MIB, PAGE, false)?;
-    let buf = bufmap.slice();
-    buf.fill(0x5a);
+/// pread/pwrite bandwidth of a GPU memory region in each buffer size.
+fn rw_steps<'a>(resmem: bool) -> Vec<(Metric, Step<'a>)> {
+    let (region, window) = if resmem {
+        ("resmem", RESMEM_RW_WINDOW)
+    } else {
+        ("usemem", USEMEM_RW_WINDOW)
+    };
+    let mut v: Vec<(Metric, Step<'a>)> = Vec::new();
     for (size, tag) in RW_SIZES {
         for (write, op) in [(false, "pread"), (true, "pwrite")] {
-            b.measure(
+            v.push((
                 rate(
-                    format!("rw_usemem_{op}_{tag}"),
+                    format!("rw_{region}_{op}_{tag}"),
                     "read/write",
-                    format!("{op} of 64 MiB of usemem in {tag} pieces"),
+                    format!("{op} of {} MiB of {region} in {tag} pieces", window / MIB),
                 ),
-                || {
+                plain(move |s, o| {
+                    let o = need(o)?;
+                    let m = if resmem {
+                        o.resmem.ok_or("this geometry has no resmem")?
+                    } else {
+                        o.usemem
+                    };
                     rw_rate(
-                        &dev.fd,
-                        usemem.at(0),
-                        USEMEM_RW_WINDOW,
-                        &mut buf[..size],
+                        &o.dev.fd,
+                        m.at(0),
+                        window,
+                        &mut s.buf.slice()[..size],
                         write,
                     )
-                },
-            );
+                }),
+            ));
         }
     }
-    let tmpfs_path = "/tmp/nvgrace-bench.ceiling";
-    let tmpfs = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmpfs_path)?;
-    let _ = std::fs::remove_file(tmpfs_path);
-    for pos in (0..USEMEM_RW_WINDOW).step_by(MIB) {
-        tmpfs.write_all_at(buf, pos as u64)?;
-    }
-    let mut window = Anon::new(USEMEM_RW_WINDOW, SZ_2M, true)?;
-    window.slice().fill(0xa5);
+    v
+}
+
+/// The ceiling's copies: the same preads/pwrites on a tmpfs file, and memcpy.
+fn ceiling_copy_steps<'a>() -> Vec<(Metric, Step<'a>)> {
+    let mut v: Vec<(Metric, Step<'a>)> = Vec::new();
     for (size, tag) in RW_SIZES {
         for (write, op) in [(false, "pread"), (true, "pwrite")] {
-            b.measure(
+            v.push((
                 rate(
                     format!("ceiling_tmpfs_{op}_{tag}"),
                     "ceiling",
                     format!("{op} of a 64 MiB tmpfs file (page cache) in {tag} pieces"),
                 ),
-                || rw_rate(&tmpfs, 0, USEMEM_RW_WINDOW, &mut buf[..size], write),
-            );
+                plain(move |s, _| {
+                    rw_rate(
+                        &s.tmpfs,
+                        0,
+                        USEMEM_RW_WINDOW,
+                        &mut s.buf.slice()[..size],
+                        write,
+                    )
+                }),
+            ));
         }
         for (into_buf, dir) in [(true, "in"), (false, "out")] {
-            b.measure(
+            v.push((
                 rate(
                     format!("ceiling_memcpy_{dir}_{tag}"),
                     "ceiling",
@@ -582,274 +727,324 @@ fn suite_usemem(b: &mut Bench) -> R<()> {
                         if into_buf { "into" } else { "from" }
                     ),
                 ),
-                || Ok(copy_rate(window.slice(), &mut buf[..size], into_buf)),
-            );
+                plain(move |s, _| {
+                    Ok(copy_rate(
+                        s.window.slice(),
+                        &mut s.buf.slice()[..size],
+                        into_buf,
+                    ))
+                }),
+            ));
         }
     }
-    drop(tmpfs);
-    drop(window);
-
-    // Latencies.
-    let mut w4 = [0u8; 4];
-    b.measure(
-        time(
-            "lat_config_read_bar4",
-            "latency",
-            "us",
-            "4-byte pread of the emulated BAR4 register in config space",
-        ),
-        || {
-            per_op_us(FAST_OPS, || {
-                let n = dev.config_pread(PCI_BASE_ADDRESS_4, &mut w4)?;
-                if n != 4 {
-                    return Err(format!("config read: {n} bytes").into());
-                }
-                Ok(())
-            })
-        },
-    );
-    b.measure(
-        time(
-            "lat_config_read_vendor",
-            "latency",
-            "us",
-            "4-byte pread of the Vendor/Device ID in config space (vfio-pci-core's virtual config, not emulated by the driver)",
-        ),
-        || {
-            per_op_us(FAST_OPS, || {
-                let n = dev.config_pread(PCI_VENDOR_ID, &mut w4)?;
-                if n != 4 {
-                    return Err(format!("config read: {n} bytes").into());
-                }
-                Ok(())
-            })
-        },
-    );
-    b.measure(
-        time(
-            "lat_region_info_usemem",
-            "latency",
-            "us",
-            "VFIO_DEVICE_GET_REGION_INFO of BAR4 with its sparse-mmap capability",
-        ),
-        || {
-            per_op_us(FAST_OPS, || {
-                dev.region_info_raw(vfio::region::BAR4, 256)?;
-                Ok(())
-            })
-        },
-    );
-    let bar0 = dev.region_info(vfio::region::BAR0)?.offset;
-    b.measure(
-        time(
-            "lat_bar0_read",
-            "latency",
-            "us",
-            "4-byte pread of BAR0 at offset 0 (a round trip to the GPU model)",
-        ),
-        || per_op_us(BAR0_OPS, || read_exact_at(&dev.fd, &mut w4, bar0)),
-    );
-
-    // Reset to first access, per readiness delay.
-    if model::available() {
-        reset_runs(b, &dev, &usemem);
-    } else {
-        b.error(
-            "ready",
-            &*Box::<dyn Error>::from(
-                "no model state share at /mnt/model: cannot set the readiness delay",
-            ),
-        );
-    }
-    drop(dev);
-
-    b.measure(
-        time(
-            "lat_open",
-            "open/close",
-            "ms",
-            "open of the device cdev bound to iommufd and attached to an IOAS (open_device, with vfio-pci-core's FLR)",
-        ),
-        || {
-            let t0 = mm::now();
-            let d = Device::open_iommufd(GPU_BDF)?;
-            let took = mm::now() - t0;
-            drop(d);
-            Ok(ms(took))
-        },
-    );
-    b.measure(
-        time(
-            "lat_close",
-            "open/close",
-            "ms",
-            "close of the device fd and its iommufd (close_device, with vfio-pci-core's FLR)",
-        ),
-        || {
-            let d = Device::open_iommufd(GPU_BDF)?;
-            let t0 = mm::now();
-            drop(d);
-            Ok(ms(mm::now() - t0))
-        },
-    );
-    bind_runs(b);
-    Ok(())
+    v
 }
 
-/// Reset to first access: per readiness delay, `VFIO_DEVICE_RESET` then a pread of usemem.
+/// Latencies of config reads, region info and BAR0 reads.
+fn latency_steps<'a>() -> Vec<(Metric, Step<'a>)> {
+    let config = |offset: u64| {
+        plain(move |_, o| {
+            let o = need(o)?;
+            let mut w = [0u8; 4];
+            per_op_us(FAST_OPS, || {
+                let n = o.dev.config_pread(offset, &mut w)?;
+                if n != 4 {
+                    return Err(format!("config read: {n} bytes").into());
+                }
+                Ok(())
+            })
+        })
+    };
+    vec![
+        (
+            time(
+                "lat_config_read_bar4",
+                "latency",
+                "us",
+                "4-byte pread of the emulated BAR4 register in config space",
+            ),
+            config(PCI_BASE_ADDRESS_4),
+        ),
+        (
+            time(
+                "lat_config_read_vendor",
+                "latency",
+                "us",
+                "4-byte pread of the Vendor/Device ID in config space (vfio-pci-core's virtual config, not emulated by the driver)",
+            ),
+            config(PCI_VENDOR_ID),
+        ),
+        (
+            time(
+                "lat_region_info_usemem",
+                "latency",
+                "us",
+                "VFIO_DEVICE_GET_REGION_INFO of BAR4 with its sparse-mmap capability",
+            ),
+            plain(|_, o| {
+                let o = need(o)?;
+                per_op_us(FAST_OPS, || {
+                    o.dev.region_info_raw(vfio::region::BAR4, 256)?;
+                    Ok(())
+                })
+            }),
+        ),
+        (
+            time(
+                "lat_bar0_read",
+                "latency",
+                "us",
+                "4-byte pread of BAR0 at offset 0 (a round trip to the GPU model)",
+            ),
+            plain(|_, o| {
+                let o = need(o)?;
+                let bar0 = o.dev.region_info(vfio::region::BAR0)?.offset;
+                let mut w = [0u8; 4];
+                per_op_us(BAR0_OPS, || read_exact_at(&o.dev.fd, &mut w, bar0))
+            }),
+        ),
+    ]
+}
+
+/// Reset to first access, per readiness delay: `VFIO_DEVICE_RESET` then a pread of usemem.
 /// The model becomes ready `delay` ms after the FLR; the FLR itself takes ~100 ms
-/// (`pcie_flr()`'s fixed wait), so the least any driver can take is about
-/// max(delay, FLR). The overhead is what a driver adds to that: total - max(delay, reset ioctl).
-fn reset_runs(b: &mut Bench, dev: &Device, usemem: &GpuMem) {
-    let mut flr_all = Vec::new();
-    let mut w8 = [0u8; 8];
-    let at = usemem.at(0);
-    for delay in READY_DELAYS_MS {
-        if let Err(e) = model::set_control(&[("ready_delay_ms", &delay.to_string())]) {
-            b.error(&format!("ready_overhead_{delay}ms"), &e);
-            continue;
-        }
-        let name = format!("ready_reset_to_read_{delay}ms");
-        let out = b.run(&name, || {
-            // Nothing pending: the previous reset's first access is done.
-            read_exact_at(&dev.fd, &mut w8, at)?;
-            let mark = model::log_mark()?;
-            let t0 = mm::now();
-            dev.reset()?;
-            let t1 = mm::now();
-            read_exact_at(&dev.fd, &mut w8, at)?;
-            let t2 = mm::now();
-            let p = model::readiness_polls(&model::log_since(mark)?);
-            Ok((ms(t2 - t0), ms(t1 - t0), p.not_ready_reads + p.ready_reads))
-        });
-        let Some(out) = out else { continue };
-        let per_rep: Vec<Value> = out
-            .iter()
-            .map(|&(_, flr, polls)| json!({ "reset_ioctl_ms": flr, "polls": polls }))
-            .collect();
-        b.emit(
-            time(
-                name,
-                "readiness",
-                "ms",
-                format!(
-                    "VFIO_DEVICE_RESET, then a 8-byte pread of usemem, the model ready {delay} ms after the FLR"
-                ),
-            ),
-            out.iter().map(|o| o.0).collect(),
-            per_rep.clone(),
-        );
-        b.emit(
-            time(
-                format!("ready_overhead_{delay}ms"),
-                "readiness",
-                "ms",
-                format!(
-                    "reset to first read minus max({delay} ms, the reset ioctl's own duration): the wait the driver adds"
-                ),
-            ),
-            out.iter()
-                .map(|&(total, flr, _)| total - flr.max(delay as f64))
-                .collect(),
-            per_rep,
-        );
-        flr_all.extend(out.iter().map(|o| o.1));
+/// (`pcie_flr()`'s fixed wait), so the least any driver can take is about max(delay, FLR).
+/// The overhead is what a driver adds to that: total - max(delay, reset ioctl).
+fn reset_runs(b: &mut Bench, scratch: &mut Scratch) {
+    if !model::available() {
+        let e: Box<dyn Error> =
+            "no model state share at /mnt/model: cannot set the readiness delay".into();
+        b.error("ready", &*e);
+        return;
     }
+    let steps: Vec<(Metric, Step<'_>)> = READY_DELAYS_MS
+        .iter()
+        .map(|&delay| -> (Metric, Step<'_>) {
+            (
+                time(
+                    format!("ready_reset_to_read_{delay}ms"),
+                    "readiness",
+                    "ms",
+                    format!(
+                        "VFIO_DEVICE_RESET, then an 8-byte pread of usemem, the model ready {delay} ms after the FLR"
+                    ),
+                ),
+                Box::new(move |_, o| {
+                    let o = need(o)?;
+                    let at = o.usemem.at(0);
+                    let mut w = [0u8; 8];
+                    model::set_control(&[("ready_delay_ms", &delay.to_string())])?;
+                    // Nothing pending: the previous reset's first access is done.
+                    read_exact_at(&o.dev.fd, &mut w, at)?;
+                    let mark = model::log_mark()?;
+                    let t0 = mm::now();
+                    o.dev.reset()?;
+                    let t1 = mm::now();
+                    read_exact_at(&o.dev.fd, &mut w, at)?;
+                    let t2 = mm::now();
+                    let p = model::readiness_polls(&model::log_since(mark)?);
+                    Ok((
+                        ms(t2 - t0),
+                        json!({
+                            "reset_ioctl_ms": ms(t1 - t0),
+                            "overhead_ms": ms(t2 - t0) - ms(t1 - t0).max(delay as f64),
+                            "polls": p.not_ready_reads + p.ready_reads,
+                        }),
+                    ))
+                }),
+            )
+        })
+        .collect();
+    let out = b.group(Needs::Device, scratch, steps);
     if let Err(e) = model::reset_control() {
         b.error("ready", &e);
     }
-    if !flr_all.is_empty() {
-        b.emit(
-            time(
-                "reset_ioctl",
-                "readiness",
-                "ms",
-                "VFIO_DEVICE_RESET alone (the FLR: pcie_flr() waits 100 ms), all delays",
+    let field = |per_rep: &[Value], k: &str| -> Vec<f64> {
+        per_rep
+            .iter()
+            .filter_map(|v| v.get(k).and_then(Value::as_f64))
+            .collect()
+    };
+    let mut flr = ByDriver::new();
+    for ((m, by), delay) in out.into_iter().zip(READY_DELAYS_MS) {
+        let overhead = time(
+            format!("ready_overhead_{delay}ms"),
+            "readiness",
+            "ms",
+            format!(
+                "reset to first read minus max({delay} ms, the reset ioctl's own duration): the wait the driver adds"
             ),
-            flr_all,
-            Vec::new(),
         );
-    }
-}
-
-/// Unbind and bind (probe) through sysfs, the driver loaded and `driver_override` set.
-fn bind_runs(b: &mut Bench) {
-    let out = b.run("lat_bind", || {
-        let t0 = mm::now();
-        sys::unbind(GPU_BDF)?;
-        let t1 = mm::now();
-        sys::write_attr("/sys/bus/pci/drivers_probe", GPU_BDF)?;
-        let t2 = mm::now();
-        let bound = sys::bound_driver(GPU_BDF);
-        if bound.as_deref() != Some(DRIVER_NAME) {
-            return Err(format!("after drivers_probe the GPU is bound to {bound:?}").into());
+        for (driver, (samples, per_rep)) in by {
+            b.emit(&m, &driver, samples, per_rep.clone());
+            b.emit(
+                &overhead,
+                &driver,
+                field(&per_rep, "overhead_ms"),
+                per_rep.clone(),
+            );
+            flr.entry(driver)
+                .or_default()
+                .0
+                .extend(field(&per_rep, "reset_ioctl_ms"));
         }
-        Ok((ms(t1 - t0), ms(t2 - t1)))
-    });
-    let Some(out) = out else { return };
-    b.emit(
-        time(
-            "lat_bind",
-            "probe",
+    }
+    b.emit_all(
+        &time(
+            "reset_ioctl",
+            "readiness",
             "ms",
-            "write of the GPU's address to /sys/bus/pci/drivers_probe: probe, with its readiness check and vfio registration",
+            "VFIO_DEVICE_RESET alone (the FLR: pcie_flr() waits 100 ms), all delays",
         ),
-        out.iter().map(|o| o.1).collect(),
-        Vec::new(),
-    );
-    b.emit(
-        time(
-            "lat_unbind",
-            "probe",
-            "ms",
-            "write of the GPU's address to the driver's unbind: remove and vfio unregistration",
-        ),
-        out.iter().map(|o| o.0).collect(),
-        Vec::new(),
+        flr,
     );
 }
 
-fn suite_resmem(b: &mut Bench) -> R<()> {
-    let dev = Device::open_iommufd(GPU_BDF)?;
-    let (_, resmem) = dev.gpu_mem()?;
-    let resmem = resmem.ok_or("this geometry has no resmem (run the resmem suite on a gh200)")?;
-    let mut bufmap = Anon::new(MIB, PAGE, false)?;
-    let buf = bufmap.slice();
-    buf.fill(0x3c);
-    for (size, tag) in RW_SIZES {
-        for (write, op) in [(false, "pread"), (true, "pwrite")] {
-            b.measure(
-                rate(
-                    format!("rw_resmem_{op}_{tag}"),
-                    "read/write",
-                    format!("{op} of 16 MiB of resmem in {tag} pieces"),
+/// Open/close of the device and unbind/bind (probe) through sysfs, the driver loaded and
+/// `driver_override` set.
+fn closed_steps<'a>() -> Vec<(Metric, Step<'a>)> {
+    vec![
+        (
+            time(
+                "lat_open",
+                "open/close",
+                "ms",
+                "open of the device cdev bound to iommufd and attached to an IOAS (open_device, with vfio-pci-core's FLR)",
+            ),
+            plain(|_, _| {
+                let t0 = mm::now();
+                let d = Device::open_iommufd(GPU_BDF)?;
+                let took = mm::now() - t0;
+                drop(d);
+                Ok(ms(took))
+            }),
+        ),
+        (
+            time(
+                "lat_close",
+                "open/close",
+                "ms",
+                "close of the device fd and its iommufd (close_device, with vfio-pci-core's FLR)",
+            ),
+            plain(|_, _| {
+                let d = Device::open_iommufd(GPU_BDF)?;
+                let t0 = mm::now();
+                drop(d);
+                Ok(ms(mm::now() - t0))
+            }),
+        ),
+        (
+            time(
+                "lat_bind",
+                "probe",
+                "ms",
+                "write of the GPU's address to /sys/bus/pci/drivers_probe after an unbind: probe, with its readiness check and vfio registration",
+            ),
+            Box::new(|_, _| {
+                let t0 = mm::now();
+                sys::unbind(GPU_BDF)?;
+                let t1 = mm::now();
+                sys::write_attr("/sys/bus/pci/drivers_probe", GPU_BDF)?;
+                let t2 = mm::now();
+                let bound = sys::bound_driver(GPU_BDF);
+                if bound.as_deref() != Some(DRIVER_NAME) {
+                    return Err(format!("after drivers_probe the GPU is bound to {bound:?}").into());
+                }
+                Ok((ms(t2 - t1), json!({ "unbind_ms": ms(t1 - t0) })))
+            }),
+        ),
+    ]
+}
+
+fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
+    let pmd = |m: &GpuMem| first_1g_offset(m) + SZ_2M as u64;
+    let mut faults: Vec<(Metric, Step<'_>)> = vec![
+        (
+            rate(
+                "fault_usemem_1g_aligned",
+                "fault-in",
+                "touch every 4 KiB page of a fresh 1 GiB usemem mapping whose VA and PA are 1 GiB-aligned (PUD faults)",
+            ),
+            fault_step(false, first_1g_offset, SZ_1G, SZ_1G),
+        ),
+        (
+            rate(
+                "fault_usemem_2m_aligned",
+                "fault-in",
+                "touch every 4 KiB page of a fresh 1 GiB usemem mapping whose VA and PA are 2 MiB-aligned, not 1 GiB (PMD faults)",
+            ),
+            fault_step(false, pmd, SZ_1G, SZ_2M),
+        ),
+        (
+            rate(
+                "fault_usemem_unaligned",
+                "fault-in",
+                "touch every 4 KiB page of a fresh 128 MiB usemem mapping whose PA is only page-aligned (PTE faults)",
+            ),
+            fault_step(false, move |m| pmd(m) + PAGE as u64, PTE_FAULT_LEN, SZ_2M),
+        ),
+        (
+            rate(
+                "touch_usemem_mapped",
+                "fault-in",
+                "touch every 4 KiB page of the 1 GiB-aligned usemem mapping again, all faulted in (no faults)",
+            ),
+            Box::new(|_, o| {
+                let o = need(o)?;
+                let g = first_1g_offset(&o.usemem);
+                let map = mm::mmap_shared_aligned(&o.dev.fd, o.usemem.at(g), SZ_1G, SZ_1G)?;
+                // SAFETY: A shared writable mapping of GPU memory that only this code uses.
+                unsafe {
+                    touch(map.addr(), map.len());
+                    touch_rate(map.addr(), map.len())
+                }
+            }),
+        ),
+    ];
+    faults.extend(ceiling_touch_steps());
+    b.run(Needs::Device, scratch, faults);
+    b.run(Needs::Device, scratch, rw_steps(false));
+    b.run(Needs::Device, scratch, ceiling_copy_steps());
+    b.run(Needs::Device, scratch, latency_steps());
+    reset_runs(b, scratch);
+    for (m, by) in b.group(Needs::Closed, scratch, closed_steps()) {
+        if m.name == "lat_bind" {
+            // Its details hold the unbind times.
+            let unbind = by
+                .iter()
+                .map(|(d, (_, per_rep))| {
+                    let t = per_rep
+                        .iter()
+                        .filter_map(|v| v.get("unbind_ms").and_then(Value::as_f64))
+                        .collect();
+                    (d.clone(), (t, Vec::new()))
+                })
+                .collect();
+            b.emit_all(
+                &time(
+                    "lat_unbind",
+                    "probe",
+                    "ms",
+                    "write of the GPU's address to the driver's unbind: remove and vfio unregistration",
                 ),
-                || {
-                    rw_rate(
-                        &dev.fd,
-                        resmem.at(0),
-                        RESMEM_RW_WINDOW,
-                        &mut buf[..size],
-                        write,
-                    )
-                },
+                unbind,
             );
         }
+        b.emit_all(&m, by);
     }
-    let g = first_1g_offset(&resmem);
-    fault_runs(
-        b,
-        &dev,
-        &resmem,
-        &[(
+}
+
+fn suite_resmem(b: &mut Bench, scratch: &mut Scratch) {
+    let mut steps = rw_steps(true);
+    steps.push((
+        rate(
             "fault_resmem_1g_aligned",
-            g,
-            SZ_1G,
-            SZ_1G,
+            "fault-in",
             "touch every 4 KiB page of a fresh 1 GiB resmem mapping (write-combining) whose VA and PA are 1 GiB-aligned (PUD faults)",
-        )],
-    );
-    Ok(())
+        ),
+        fault_step(true, first_1g_offset, SZ_1G, SZ_1G),
+    ));
+    b.run(Needs::Device, scratch, steps);
 }
 
 fn read_trim(path: &str) -> Option<String> {
@@ -922,31 +1117,53 @@ fn env(suite: &str, reps: usize, warmup: usize) -> Env {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: nvgrace-bench [--reps N] [--warmup N] usemem|resmem...");
+    eprintln!(
+        "usage: nvgrace-bench [--reps N] [--warmup N] [--switch DRIVER,DRIVER [--passes N]] usemem|resmem..."
+    );
     std::process::exit(2);
 }
 
 fn main() {
     let mut reps = 5;
     let mut warmup = 1;
+    let mut passes = None;
+    let mut switch = None;
     let mut suites = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut num = || -> usize {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| usage())
-        };
+        let mut value = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
-            "--reps" => reps = num(),
-            "--warmup" => warmup = num(),
+            "--reps" => reps = value().parse().unwrap_or_else(|_| usage()),
+            "--warmup" => warmup = value().parse().unwrap_or_else(|_| usage()),
+            "--passes" => passes = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--switch" => {
+                switch = Some(
+                    value()
+                        .split(',')
+                        .map(str::to_string)
+                        .collect::<Vec<String>>(),
+                )
+            }
             "usemem" | "resmem" => suites.push(a),
             _ => usage(),
         }
     }
-    if suites.is_empty() || reps == 0 {
+    if suites.is_empty() || reps == 0 || passes == Some(0) {
         usage();
     }
+    let drivers = match &switch {
+        Some(d) if !d.is_empty() && d.iter().all(|x| x == "rust" || x == "upstream") => d.clone(),
+        Some(_) => usage(),
+        None => vec![nvgrace_guest_tests::rig_driver()],
+    };
+    // Interleaved, one repetition per pass by default; one pass when there is nothing to
+    // interleave.
+    let passes: usize = if switch.is_some() {
+        passes.unwrap_or(reps).min(reps)
+    } else {
+        1
+    };
+
     // The first clock read maps the vDSO's data page with a fault: take it before any fault
     // count.
     let _ = (mm::now(), mm::minor_faults());
@@ -954,6 +1171,13 @@ fn main() {
     if let Err(e) = sys::write_attr(THP_ENABLED, "madvise") {
         eprintln!("nvgrace-bench: cannot set THP to madvise: {e}");
     }
+    let mut scratch = match Scratch::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("nvgrace-bench: buffers: {e}");
+            std::process::exit(1);
+        }
+    };
     let mut failed = false;
     for suite in suites {
         let mut e = env(&suite, reps, warmup);
@@ -961,6 +1185,8 @@ fn main() {
             "thp_boot_default".into(),
             thp_default.clone().map_or(Value::Null, Value::String),
         );
+        e.guest.insert("passes".into(), json!(passes));
+        e.guest.insert("drivers".into(), json!(drivers));
         println!(
             "{ENV_TAG}{}",
             serde_json::to_string(&e).expect("the environment serialises")
@@ -969,15 +1195,18 @@ fn main() {
             suite: suite.clone(),
             reps,
             warmup,
+            passes,
+            drivers: drivers.clone(),
+            switch: switch.is_some(),
+            bound: None,
+            open: None,
             errors: 0,
         };
-        let r = match suite.as_str() {
-            "usemem" => suite_usemem(&mut b),
-            _ => suite_resmem(&mut b),
-        };
-        if let Err(e) = r {
-            b.error(&suite, &*e);
+        match suite.as_str() {
+            "usemem" => suite_usemem(&mut b, &mut scratch),
+            _ => suite_resmem(&mut b, &mut scratch),
         }
+        b.open = None;
         match sys::splats() {
             Ok(s) if !s.is_empty() => b.error(
                 "kernel_log",
