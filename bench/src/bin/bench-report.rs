@@ -165,7 +165,7 @@ fn table(r: &Report) -> String {
     if let Some(s) = summary(&ceiling) {
         let _ = writeln!(
             t,
-            "\nNoise floor: the ceiling runs the same code in both boots; their ratios span {:.2} to {:.2} \
+            "\nNoise floor: the ceiling runs the same code for both drivers; its ratios span {:.2} to {:.2} \
              (median {:.2}). A driver ratio inside that span is not a measured difference.",
             s.min, s.max, s.median
         );
