@@ -10,6 +10,8 @@
 #   make check    every test; ends with "N passed, N failed"
 #   make check-debug  the same on the debug kernel (scripts/kconfig/debug.config: lockdep, KASAN,
 #                 kmemleak), with a kmemleak scan after every guest run
+#   make bench    benchmarks, the Rust driver against upstream (not a test; Documentation/performance.md);
+#                 BENCH_ARGS="--reps N --rounds N --out DIR" passes options to scripts/bench
 
 KDIR ?= $(firstword $(wildcard /lib/modules/$(shell uname -r)/build) \
 	$(shell scripts/build-kernel --print-if-built x86_64 2>/dev/null))
@@ -19,7 +21,7 @@ LLVM ?= $(shell sed -n 's/^CONFIG_CLANG_VERSION=\([0-9]*\)[0-9][0-9][0-9][0-9]$$
 
 KMAKE = $(MAKE) -C $(KDIR) M=$(CURDIR) $(if $(LLVM),LLVM=$(LLVM))
 
-.PHONY: all modules clean demo check check-debug kdir
+.PHONY: all modules clean demo check check-debug bench kdir
 all modules: kdir
 	$(KMAKE) modules
 
@@ -37,3 +39,6 @@ check:
 
 check-debug:
 	RIG_FLAVOUR=debug scripts/check
+
+bench:
+	scripts/bench $(BENCH_ARGS)

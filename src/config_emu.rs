@@ -76,6 +76,15 @@ pub(crate) fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
     })
 }
 
+/// Whether the access `[pos, pos + count)` touches a register that may be emulated (BAR2/3 or
+/// BAR4/5, whatever the device has). When it does not, the emulated values play no part, so the
+/// driver need not look at them (nor take their lock): upstream likewise checks the
+/// intersections first.
+pub(crate) fn may_touch_emulated(pos: u64, count: usize) -> bool {
+    overlap(pos, count, RESMEM_BAR_OFFSET).is_some()
+        || overlap(pos, count, USEMEM_BAR_OFFSET).is_some()
+}
+
 /// Bytes of an emulated register to place at `buf_offset` in a read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Patch {

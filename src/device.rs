@@ -17,6 +17,7 @@ use kernel::sync::Mutex;
 use kernel::uaccess::UserPtr;
 use kernel::uaccess::UserSlice;
 
+use crate::config_emu::may_touch_emulated;
 use crate::config_emu::EmuBar;
 use crate::config_emu::EmuBars;
 use crate::layout::Layout;
@@ -445,6 +446,9 @@ impl NvGraceGpu {
     ) -> Result<usize> {
         let (_, offset) = split_pos(*pos);
         vdev.core_read(buf, count, pos)?;
+        if !may_touch_emulated(offset, count) {
+            return Ok(count);
+        }
         let bars = *vdev.data().bars.lock();
         for patch in bars.read_patches(offset, count) {
             let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
@@ -464,6 +468,9 @@ impl NvGraceGpu {
         pos: &mut i64,
     ) -> Result<usize> {
         let (_, offset) = split_pos(*pos);
+        if !may_touch_emulated(offset, count) {
+            return vdev.core_write(buf, count, pos);
+        }
         let mut bars = vdev.data().bars.lock();
         let Some((start, end)) = bars.write_span(offset, count) else {
             drop(bars);

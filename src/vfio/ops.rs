@@ -66,9 +66,10 @@ impl InfoCaps {
     pub(crate) fn add_sparse_mmap(&mut self, offset: u64, size: u64) -> Result {
         type Sparse = bindings::vfio_region_info_cap_sparse_mmap;
         type Area = bindings::vfio_region_sparse_mmap_area;
-        let len = core::mem::size_of::<Sparse>() + core::mem::size_of::<Area>();
-        let mut buf = KVec::<u64>::with_capacity(len.div_ceil(8), GFP_KERNEL)?;
-        buf.resize(len.div_ceil(8), 0, GFP_KERNEL)?;
+        const LEN: usize = core::mem::size_of::<Sparse>() + core::mem::size_of::<Area>();
+        // `vfio_info_add_capability()` copies the capability, so it can live on the stack
+        // (upstream allocates it): 32 bytes, 8-byte aligned as `u64`s.
+        let mut buf = [0u64; LEN.div_ceil(8)];
         let sparse = buf.as_mut_ptr().cast::<Sparse>();
         // SAFETY: `buf` is zeroed, 8-byte aligned and large enough for the capability and one
         // area; `vfio_info_add_capability()` copies it.
@@ -82,7 +83,7 @@ impl InfoCaps {
             to_result(bindings::vfio_info_add_capability(
                 self.0,
                 &raw mut (*sparse).header,
-                len,
+                LEN,
             ))
         }
     }

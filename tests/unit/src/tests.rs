@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 
+use crate::config_emu::may_touch_emulated;
 use crate::config_emu::overlap;
 use crate::config_emu::EmuBar;
 use crate::config_emu::EmuBars;
@@ -273,6 +274,25 @@ proptest! {
             prop_assert_eq!(again, expect);
         } else {
             prop_assert_eq!(n, 0);
+        }
+    }
+
+    /// The driver skips the emulated registers (and their lock) for accesses that
+    /// `may_touch_emulated()` rules out: those must be exactly the accesses no emulated register
+    /// affects, with or without resmem.
+    #[test]
+    fn may_touch_emulated_rules_out_only_plain_accesses(
+        pos in 0u64..0x40, count in 1usize..0x40, with_resmem in any::<bool>()
+    ) {
+        let bars = EmuBars {
+            resmem: with_resmem.then(|| EmuBar::new(GIB)),
+            usemem: EmuBar::new(512 * MIB),
+        };
+        let touches = (0..count as u64).any(|i| (RESMEM_BAR_OFFSET..USEMEM_BAR_OFFSET + 8).contains(&(pos + i)));
+        prop_assert_eq!(may_touch_emulated(pos, count), touches);
+        if !touches {
+            prop_assert_eq!(bars.read_patches(pos, count).count(), 0);
+            prop_assert_eq!(bars.write_span(pos, count), None);
         }
     }
 
