@@ -21,6 +21,35 @@ pub const PCI_COMMAND: u64 = 0x04;
 /// Memory Space Enable.
 pub const PCI_COMMAND_MEMORY: u16 = 0x2;
 
+/// The GPU opened through iommufd with the memory regions its driver reports: what the mapping,
+/// reset and device-fault tests start from.
+pub struct OpenGpu {
+    /// The device (its cdev, bound to a new iommufd IOAS).
+    pub dev: Device,
+    /// usemem (BAR4).
+    pub usemem: GpuMem,
+    /// resmem (BAR2), on parts with the MIG hardware bug.
+    pub resmem: Option<GpuMem>,
+}
+
+impl OpenGpu {
+    /// Opens `bdf` through its cdev and iommufd and reads its GPU memory regions.
+    pub fn open(bdf: &str) -> io::Result<Self> {
+        let dev = Device::open_iommufd(bdf)?;
+        let (usemem, resmem) = dev.gpu_mem()?;
+        Ok(OpenGpu {
+            dev,
+            usemem,
+            resmem,
+        })
+    }
+
+    /// usemem, then resmem when there is one.
+    pub fn regions(&self) -> Vec<GpuMem> {
+        std::iter::once(self.usemem).chain(self.resmem).collect()
+    }
+}
+
 /// One GPU memory region as the driver reports it, with its physical address in the rig.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuMem {

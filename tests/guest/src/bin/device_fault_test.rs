@@ -27,6 +27,7 @@ use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::gpumem::OpenGpu;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::Child;
 use nvgrace_guest_tests::mm::ChildEnd;
@@ -61,17 +62,8 @@ const FLAP_ROUNDS: usize = 2;
 /// Exit status of a child whose access succeeded but returned the wrong data.
 const BAD_DATA: i32 = 200;
 
-struct Ctx {
-    dev: Device,
-    usemem: GpuMem,
-    resmem: Option<GpuMem>,
-}
-
-impl Ctx {
-    fn regions(&self) -> Vec<GpuMem> {
-        std::iter::once(self.usemem).chain(self.resmem).collect()
-    }
-}
+/// What every test here starts from.
+type Ctx = OpenGpu;
 
 /// The readiness budget of the rig's GPU after a reset that it never recovers from.
 fn budget() -> Duration {
@@ -515,14 +507,7 @@ fn main() {
         budget(),
         if long { ", long run" } else { "" }
     ));
-    let ctx = match Device::open_iommufd(GPU_BDF).and_then(|dev| {
-        let (usemem, resmem) = dev.gpu_mem()?;
-        Ok(Ctx {
-            dev,
-            usemem,
-            resmem,
-        })
-    }) {
+    let ctx = match Ctx::open(GPU_BDF) {
         Ok(c) => c,
         Err(e) => {
             println!("Bail out! cannot open {GPU_BDF}: {e}");

@@ -20,6 +20,7 @@ use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::gpumem::OpenGpu;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::mm::Mapping;
@@ -32,7 +33,6 @@ use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
 use nvgrace_guest_tests::vfio;
-use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -43,11 +43,8 @@ const REGION_WINDOW: u64 = 1 << 40;
 /// the drivers' 30 s readiness budget (upstream `POLL_TIMEOUT_MS`), under TCG.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Ctx {
-    dev: Device,
-    usemem: GpuMem,
-    resmem: Option<GpuMem>,
-}
+/// What every test here starts from.
+type Ctx = OpenGpu;
 
 fn resmem_or_skip(ctx: &Ctx) -> Result<GpuMem, Failure> {
     ctx.resmem
@@ -733,14 +730,7 @@ fn main() {
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
     ));
-    let ctx = match Device::open_iommufd(GPU_BDF).and_then(|dev| {
-        let (usemem, resmem) = dev.gpu_mem()?;
-        Ok(Ctx {
-            dev,
-            usemem,
-            resmem,
-        })
-    }) {
+    let ctx = match Ctx::open(GPU_BDF) {
         Ok(c) => c,
         Err(e) => {
             t.test("open_device", || Err(Failure::Fail(e.to_string())));

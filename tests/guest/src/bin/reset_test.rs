@@ -18,6 +18,7 @@ use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::gpumem::OpenGpu;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
@@ -25,7 +26,6 @@ use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
-use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 
 /// The readiness delay the model is given after each reset.
@@ -39,11 +39,8 @@ const KILL_DEADLINE: Duration = Duration::from_secs(10);
 /// Bound on children that wait for the 30 s budget, under TCG.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Ctx {
-    dev: Device,
-    usemem: GpuMem,
-    resmem: Option<GpuMem>,
-}
+/// What every test here starts from.
+type Ctx = OpenGpu;
 
 fn require_model() -> Outcome {
     if !model::available() {
@@ -277,14 +274,7 @@ fn main() {
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
     ));
-    let ctx = match Device::open_iommufd(GPU_BDF).and_then(|dev| {
-        let (usemem, resmem) = dev.gpu_mem()?;
-        Ok(Ctx {
-            dev,
-            usemem,
-            resmem,
-        })
-    }) {
+    let ctx = match Ctx::open(GPU_BDF) {
         Ok(c) => c,
         Err(e) => {
             t.test("open_device", || Err(Failure::Fail(e.to_string())));
