@@ -78,6 +78,9 @@ const WINDOW_BASE: u64 = 64 << 20;
 const SLICE: u64 = 4 << 20;
 /// Slices used: the window spans `WINDOW_BASE + SLICES * SLICE` bytes of each region.
 const SLICES: u64 = 8;
+/// The bytes at the start of its slice that a pread/pwrite thread uses: small enough that its
+/// initial fill (resmem is written 8 bytes at a time) leaves most of the racing time to it.
+const RW_LEN: usize = 256 << 10;
 /// A faulting thread replaces its mapping (and with a device fd of its own, that fd) every this
 /// many accesses, so that it keeps faulting when no reset zaps its mapping.
 const REOPEN_EVERY: u64 = 64;
@@ -589,7 +592,7 @@ fn rw_thread(
 ) -> Result<String, String> {
     let what = format!("{} slice {slice} pread/pwrite", m.name());
     let base = m.at(WINDOW_BASE + slice * SLICE);
-    let len = SLICE as usize;
+    let len = RW_LEN;
     let mut shadow = mm::pattern(rng.next(), 0, len);
     for off in (0..len).step_by(1 << 16) {
         let n = fd

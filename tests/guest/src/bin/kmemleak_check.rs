@@ -10,13 +10,21 @@
 //! symbol: an address in a module that was unloaded since, and the driver is the only module the
 //! rig unloads (vfio_basic, probe_test).
 //!
+//! Then it shows that the check can fail: it loads kmemleak's own test module, which leaks
+//! objects on purpose (samples/kmemleak, CONFIG_SAMPLE_KMEMLEAK), scans again and expects their
+//! reports, and none of them taken for the driver's.
+//!
 //! Needs a kernel with CONFIG_DEBUG_KMEMLEAK; skips elsewhere.
 
 use std::fs;
+use std::process::Command;
 use std::time::Duration;
 
+use nvgrace_guest_tests::check;
+use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::tap::Outcome;
 
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 /// kmemleak reports only objects at least this old when a scan starts (mm/kmemleak.c
@@ -30,6 +38,9 @@ const SCANS: usize = 2;
 const MODULE_TAG: &str = "[nvgrace_gpu_vfio_pci]";
 /// Reports printed in full; the rest are counted.
 const PRINTED: usize = 20;
+/// kmemleak's test module, and its name as `%pS` prints it after a symbol.
+const CONTROL_MODULE: &str = "kmemleak-test";
+const CONTROL_TAG: &str = "[kmemleak_test]";
 
 /// One kmemleak report: its header line and the lines after it.
 struct Report {
@@ -97,7 +108,7 @@ fn scan() -> Result<Vec<Report>, Failure> {
 }
 
 fn main() {
-    let mut t = Harness::new(2);
+    let mut t = Harness::new(3);
     t.diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
@@ -115,6 +126,9 @@ fn main() {
             };
             t.test("kmemleak_scan", || Err(f));
             t.test("no_leak_from_driver", || {
+                Err(Failure::Skip(format!("no kmemleak scan: {why}")))
+            });
+            t.test("test_module_leaks_found", || {
                 Err(Failure::Skip(format!("no kmemleak scan: {why}")))
             });
             t.finish();
@@ -151,5 +165,36 @@ fn main() {
             )))
         }
     });
+    t.test("test_module_leaks_found", control);
     t.finish()
+}
+
+/// The positive control: the leaks of kmemleak's test module are reported, as its own.
+fn control() -> Outcome {
+    let status = Command::new("modprobe").arg(CONTROL_MODULE).status()?;
+    check!(
+        status.success(),
+        "modprobe {CONTROL_MODULE}: {status} (CONFIG_SAMPLE_KMEMLEAK=m)"
+    );
+    let reports = scan()?;
+    let theirs: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.frames().any(|f| f.contains(CONTROL_TAG)))
+        .collect();
+    println!(
+        "# after loading {CONTROL_MODULE}: {} unreferenced objects, {} allocated by it",
+        reports.len(),
+        theirs.len()
+    );
+    check!(
+        !theirs.is_empty(),
+        "no report of the objects {CONTROL_MODULE} leaks"
+    );
+    if let Some(r) = theirs.iter().find(|r| r.driver_frame().is_some()) {
+        fail!(
+            "a leak of {CONTROL_MODULE} taken for the driver's:\n{}",
+            r.lines.join("\n")
+        );
+    }
+    Ok(())
 }

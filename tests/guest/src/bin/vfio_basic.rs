@@ -115,6 +115,10 @@ fn main() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         })?;
+        // Only the child writes: if it ends without writing (the device did not open), the
+        // read below sees end-of-file instead of waiting for ever.
+        // SAFETY: Closes this process's copy of the write end, which nothing here uses.
+        unsafe { libc::close(fds[1]) };
         let mut ready = [0u8; 1];
         // SAFETY: Reads one byte from the pipe's read end.
         let n = unsafe { libc::read(fds[0], ready.as_mut_ptr().cast(), 1) };
