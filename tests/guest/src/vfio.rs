@@ -326,6 +326,15 @@ impl Device {
         ioctl_val(&self.fd, ioctl::VFIO_DEVICE_RESET, 0).map(|_| ())
     }
 
+    /// `VFIO_DEVICE_FEATURE` with `VFIO_DEVICE_FEATURE_SET` of a feature that takes no payload
+    /// (`VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY`, `_LOW_POWER_EXIT`). Errors keep their errno.
+    pub fn set_feature(&self, feature: u32) -> io::Result<()> {
+        // struct vfio_device_feature: argsz (its 8 bytes, no payload), then flags.
+        let mut hdr: u64 = 8 | (u64::from(uapi::VFIO_DEVICE_FEATURE_SET | feature) << 32);
+        // SAFETY: `hdr` is a `vfio_device_feature` header without payload, as its argsz says.
+        unsafe { ioctl_ptr(&self.fd, ioctl::VFIO_DEVICE_FEATURE, &mut hdr) }.map(|_| ())
+    }
+
     /// `VFIO_DEVICE_GET_REGION_INFO` with a caller-chosen `argsz` (at least the fixed part):
     /// returns the fixed part and the raw bytes the kernel wrote (capabilities follow the fixed
     /// part when `argsz` is large enough). Errors keep their errno.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Device faults injected through the GPU model's control file (tests/gpu-model): readiness that
-//! never returns after a reset, readiness that flaps, and a BAR0 that reads all-ones (a device
-//! that fell off the bus). Each access under test runs in a forked child whose end is awaited
+//! never returns after a reset, readiness that flaps, a BAR0 that reads all-ones (a device that
+//! fell off the bus), and a fault while user space holds a never-ready device in low power. Each access under test runs in a forked child whose end is awaited
 //! with a deadline, so a wait that never ends shows as a failure, not as a hung run.
 //!
 //! Upstream's behaviour (drivers/vfio/pci/nvgrace-gpu/main.c): after a reset, the first access
@@ -39,6 +39,7 @@ use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
 use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
+use vfio_bindings::bindings::vfio as uapi;
 
 /// Upstream's legacy readiness budget (`POLL_TIMEOUT_MS`).
 const LEGACY_BUDGET: Duration = Duration::from_secs(30);
@@ -471,6 +472,51 @@ fn flapping_test(ctx: &Ctx) -> Outcome {
 
 /// After the faults, the device closes and opens again (a leaked memory-failure PFN range would
 /// make the open fail with EBUSY) and its memory reads, writes and maps.
+/// User space puts the device in low power (`VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY`) after a reset
+/// that it never recovers from: a fault on GPU memory fails with SIGBUS at once, without the
+/// readiness wait (upstream nvgrace_gpu_vfio_pci_huge_fault() checks pm_runtime_engaged under
+/// memory_lock before it waits). vfio-pci-core's PFN insertion refuses as well, so the time
+/// alone tells the early check from a wait: half the budget separates them.
+fn low_power_test(ctx: &Ctx) -> Outcome {
+    require_model()?;
+    let round = 7;
+    seed_words(ctx, round)?;
+    let (map, addr) = map_word(ctx)?;
+    model::set_control(&[("never_ready", "1")])?;
+    ctx.dev.reset()?;
+    let entered = ctx
+        .dev
+        .set_feature(uapi::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY);
+    let touched = match entered {
+        Ok(()) => Some(mm::touch_in_child(addr, budget() + MARGIN)),
+        Err(_) => None,
+    };
+    let exited = ctx
+        .dev
+        .set_feature(uapi::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT);
+    recover(ctx)?;
+    entered.map_err(|e| Failure::Fail(format!("low-power entry: {e}")))?;
+    exited.map_err(|e| Failure::Fail(format!("low-power exit: {e}")))?;
+    let (end, took) = touched.expect("the entry succeeded")?;
+    tap::diag(format!(
+        "low power, never ready: {} after {took:.1?}",
+        show(&Access::Fault(addr, 0), &end)
+    ));
+    check_eq!(end, ChildEnd::Signaled(libc::SIGBUS), "fault in low power");
+    check!(
+        took < budget() / 2,
+        "the fault in low power took {took:.1?}: it waited for readiness (budget {:?})",
+        budget()
+    );
+    // Out of low power and ready again, the same mapping faults onto the same memory.
+    check_eq!(
+        map.read_u64(addr - map.addr()),
+        word(&ctx.usemem, round),
+        "word through the mapping after low-power exit"
+    );
+    Ok(())
+}
+
 fn reopen_test(ctx: Ctx) -> Outcome {
     let round = 42;
     drop(ctx);
@@ -494,7 +540,7 @@ fn reopen_test(ctx: Ctx) -> Outcome {
 
 fn main() {
     let long = std::env::args().skip(1).any(|a| a == "--long");
-    let mut t = Harness::new(5);
+    let mut t = Harness::new(6);
     t.diag(format!(
         "driver build: {}, GPU model: {}, readiness via {}, budget {:?}{}",
         nvgrace_guest_tests::rig_driver(),
@@ -520,6 +566,9 @@ fn main() {
     t.test("bar0_all_ones_device_gone", || gone_test(&ctx, long));
     t.test("flapping_readiness_succeeds_or_fails_cleanly", || {
         flapping_test(&ctx)
+    });
+    t.test("low_power_fault_does_not_wait_for_readiness", || {
+        low_power_test(&ctx)
     });
     // Whatever failed above, leave the model as the command line set it.
     let _ = model::reset_control();

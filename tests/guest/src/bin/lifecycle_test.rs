@@ -2,17 +2,22 @@
 
 //! The device's lifecycle and the ioctls the driver handles itself: open/close cycles (a leaked
 //! memory-failure PFN range would make the next open fail with EBUSY), rmmod refused while open,
-//! `VFIO_DEVICE_IOEVENTFD` refused with ENOTTY, and dma-buf export of the emulated BARs
-//! (`VFIO_DEVICE_FEATURE_DMA_BUF`, upstream `nvgrace_get_dmabuf_phys()`).
+//! `VFIO_DEVICE_IOEVENTFD` refused with ENOTTY, dma-buf export of the emulated BARs
+//! (`VFIO_DEVICE_FEATURE_DMA_BUF`, upstream `nvgrace_get_dmabuf_phys()`), and low-power entry
+//! by user space (`VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY` / `_EXIT`).
 
 use std::os::fd::AsRawFd;
 use std::os::fd::FromRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::mm;
+use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -52,8 +57,13 @@ fn export_dmabuf(dev: &Device, index: u32, len: u64) -> Result<OwnedFd, i32> {
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
+/// The errno of a failed call.
+fn errno(r: std::io::Result<()>) -> Result<(), i32> {
+    r.map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
 fn main() {
-    let mut t = Harness::new(6);
+    let mut t = Harness::new(7);
     let regions = expected_regions();
 
     t.test("open_close_cycles", || {
@@ -157,6 +167,64 @@ fn main() {
             Some(libc::EINVAL),
             "export past resmem"
         );
+        Ok(())
+    });
+
+    t.test("low_power_entry", || {
+        if regions.is_none() {
+            return Err(Failure::Skip("no GPU memory described".into()));
+        }
+        let (usemem, resmem) = dev.gpu_mem()?;
+        for m in std::iter::once(usemem).chain(resmem) {
+            let name = m.name();
+            let map = mm::mmap_shared(&dev.fd, m.at(0), 4096)?;
+            let word = 0x6c6f_7770_6f77_6572 ^ u64::from(m.index);
+            map.write_u64(0, word);
+            check_eq!(
+                errno(dev.set_feature(uapi::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)),
+                Ok(()),
+                "{name}: low-power entry"
+            );
+            // Already engaged: vfio_pci_runtime_pm_entry() refuses a second entry.
+            check_eq!(
+                errno(dev.set_feature(uapi::VFIO_DEVICE_FEATURE_LOW_POWER_ENTRY)),
+                Err(libc::EINVAL),
+                "{name}: second low-power entry"
+            );
+            // The entry zapped the mapping, and a fault fails while user space keeps the device
+            // in low power: the fault handler checks pm_runtime_engaged (upstream
+            // nvgrace_gpu_vfio_pci_huge_fault()), and so does vfio_pci_vmf_insert_pfn(). That
+            // the handler's own check spares the readiness wait is device_fault_test's.
+            let (end, _) = mm::touch_in_child(map.addr(), Duration::from_secs(30))?;
+            check_eq!(
+                end,
+                ChildEnd::Signaled(libc::SIGBUS),
+                "{name}: touch in low power"
+            );
+            // read/write resume the device for the access (pm_runtime_resume_and_get()).
+            let mut b = [0u8; 8];
+            check_eq!(
+                dev.fd.read_at(&mut b, m.at(0))?,
+                8usize,
+                "{name}: read in low power"
+            );
+            check_eq!(
+                u64::from_le_bytes(b),
+                word,
+                "{name}: word read in low power"
+            );
+            check_eq!(
+                errno(dev.set_feature(uapi::VFIO_DEVICE_FEATURE_LOW_POWER_EXIT)),
+                Ok(()),
+                "{name}: low-power exit"
+            );
+            // Out of low power, the same mapping faults again, onto the same memory.
+            check_eq!(
+                map.read_u64(0),
+                word,
+                "{name}: word through the mapping after exit"
+            );
+        }
         Ok(())
     });
 
