@@ -7,6 +7,7 @@
 
 pub mod differences;
 pub mod gpumem;
+pub mod kmemleak;
 #[allow(dead_code)]
 #[path = "../../../src/layout.rs"]
 mod layout;
