@@ -82,6 +82,28 @@ unreferenced object 0xffff8880050af200 (size 96):
     entry_SYSCALL_64_after_hwframe+0x4b/0x53
 ";
 
+    /// Recorded on the rig's debug kernel: the same leak after vfio_basic unloaded the module;
+    /// its frames no longer resolve.
+    const DRIVER_UNLOADED: &str = "\
+unreferenced object 0xffff888000193580 (size 96):
+  comm \"lifecycle_test\", pid 62, jiffies 4294901850
+  hex dump (first 32 bytes):
+    5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a  ZZZZZZZZZZZZZZZZ
+    5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a 5a  ZZZZZZZZZZZZZZZZ
+  backtrace (crc 63cac116):
+    __kmalloc_node_track_caller_noprof+0x2a4/0x4a0
+    krealloc_node_align_noprof+0x163/0x2d0
+    _RNvYNtNtNtCs1EKtwoKEMO2_6kernel5alloc9allocator7KmallocNtB6_9Allocator5allocB8_+0x2e/0x3e
+    0xffffffffa0017f0b
+    0xffffffffa001440f
+    0xffffffffa00146a4
+    vfio_df_open+0x31a/0x410
+    vfio_df_ioctl_bind_iommufd+0x245/0x3c0
+    __x64_sys_ioctl+0x940/0xd60
+    do_syscall_64+0x92/0x2b0
+    entry_SYSCALL_64_after_hwframe+0x4b/0x53
+";
+
     /// Recorded on the rig's debug kernel: a leak of kmemleak's test module (samples/kmemleak),
     /// loaded, not the driver.
     const OTHER_MODULE: &str = "\
@@ -112,6 +134,16 @@ unreferenced object (percpu) 0xffffffff831b3d24 (size 64):
     }
 
     #[test]
+    fn driver_frame_of_an_unloaded_module() {
+        let r = parse(DRIVER_UNLOADED);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].driver_frame().as_deref(),
+            Some("frame 0xffffffffa0017f0b in an unloaded module")
+        );
+    }
+
+    #[test]
     fn another_modules_leak_is_not_the_drivers() {
         let r = parse(OTHER_MODULE);
         assert_eq!(r.len(), 1);
@@ -132,11 +164,11 @@ unreferenced object (percpu) 0xffffffff831b3d24 (size 64):
 
     #[test]
     fn several_reports_split() {
-        let text = format!("{OTHER_MODULE}{DRIVER_LOADED}{OTHER_MODULE}");
+        let text = format!("{OTHER_MODULE}{DRIVER_LOADED}{OTHER_MODULE}{DRIVER_UNLOADED}");
         let r = parse(&text);
-        assert_eq!(r.len(), 3);
+        assert_eq!(r.len(), 4);
         let ours: Vec<bool> = r.iter().map(|r| r.driver_frame().is_some()).collect();
-        assert_eq!(ours, [false, true, false]);
+        assert_eq!(ours, [false, true, false, true]);
     }
 
     #[test]
