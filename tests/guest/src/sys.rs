@@ -57,7 +57,8 @@ pub fn module_loaded(name: &str) -> bool {
     PathBuf::from("/sys/module").join(name).exists()
 }
 
-/// The kernel log, one record a line (the text of `/dev/kmsg` records).
+/// The kernel log, one record a line (the text of `/dev/kmsg` records). Fails when the log no
+/// longer holds every record since boot (see [`lost`]).
 pub fn kernel_log() -> io::Result<Vec<String>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -67,23 +68,46 @@ pub fn kernel_log() -> io::Result<Vec<String>> {
         .open("/dev/kmsg")?;
     let mut lines = Vec::new();
     let mut buf = vec![0u8; 8192];
+    let mut first = true;
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 let rec = String::from_utf8_lossy(&buf[..n]);
                 // "prio,seq,time,flags;text\n" followed by " KEY=value\n" dictionary lines.
-                if let Some((_, text)) = rec.split_once(';') {
-                    lines.push(text.lines().next().unwrap_or("").to_string());
+                let Some((prefix, text)) = rec.split_once(';') else {
+                    continue;
+                };
+                if first {
+                    first = false;
+                    let seq = prefix.split(',').nth(1).and_then(|s| s.parse::<u64>().ok());
+                    if seq != Some(0) {
+                        return Err(lost(format!(
+                            "its oldest record is number {}",
+                            seq.map_or("?".into(), |s| s.to_string())
+                        )));
+                    }
                 }
+                lines.push(text.lines().next().unwrap_or("").to_string());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // EPIPE: records were overwritten while reading; carry on from the next one.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            // EPIPE: records were overwritten while reading.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                return Err(lost("records were overwritten while it was read".into()))
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(lines)
+}
+
+/// The error of a kernel log that no longer holds every record since boot: a splat check on it
+/// could miss a report, or see only the tail of one. scripts/vm-run boots with a log buffer
+/// (`log_buf_len`) that holds every run of the suite.
+fn lost(why: String) -> io::Error {
+    io::Error::other(format!(
+        "the kernel log lost records ({why}): the log buffer is too small for this run"
+    ))
 }
 
 /// Markers of kernel splats: warnings, bugs, oopses, lockdep and KASAN reports, hung tasks.

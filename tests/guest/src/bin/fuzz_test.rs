@@ -2013,14 +2013,20 @@ fn main() {
             ran += 1;
         }
         batches += 1;
-        if let Ok(s) = sys::splats() {
-            if s.len() > splats_before + new_splats.len() {
+        match sys::splats() {
+            Ok(s) if s.len() > splats_before + new_splats.len() => {
                 let fresh: Vec<String> = s[splats_before + new_splats.len()..].to_vec();
                 tap::diag(format!("fuzz: kernel splat after iteration {ran}:"));
                 for l in &fresh {
                     tap::diag(format!("  {l}"));
                 }
                 new_splats.extend(fresh);
+            }
+            Ok(_) => {}
+            // Batches left unchecked would pass for clean ones: stop here.
+            Err(e) => {
+                new_splats.push(format!("after iteration {ran}: {e}"));
+                break;
             }
         }
         if error.is_some() {
