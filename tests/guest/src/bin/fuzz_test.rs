@@ -48,6 +48,7 @@ use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::vfio::ioctl;
 use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::vfio::VFIO_PCI_OFFSET_SHIFT;
 use nvgrace_guest_tests::Region;
 use nvgrace_guest_tests::GPU_BDF;
 use rand::rngs::ChaCha8Rng;
@@ -73,8 +74,8 @@ const BAR0_SIZE: u64 = 16 << 20;
 const PHYS_BAR2_SIZE: u64 = 32 << 20;
 /// PCI Express configuration space (`pdev->cfg_size`).
 const CONFIG_SIZE: u64 = 4096;
-/// `VFIO_PCI_OFFSET_SHIFT`: each region index owns 2^40 bytes of the file.
-const SHIFT: u32 = 40;
+/// Each region index owns 2^40 bytes of the file.
+const SHIFT: u32 = VFIO_PCI_OFFSET_SHIFT;
 const REGION_SPAN: u64 = 1 << SHIFT;
 /// `VFIO_PCI_NUM_REGIONS` (no device-specific regions here) and `VFIO_PCI_NUM_IRQS`.
 const NUM_REGIONS: u64 = 9;
@@ -1175,7 +1176,7 @@ impl Fuzzer {
             .config_write::<2>(PCI_COMMAND, (cmd | PCI_COMMAND_MEMORY).to_le_bytes())?;
         let mut b = [0u8; 1];
         let _ = self.dev().fd.read_at_raw(&mut b, (4u64 << SHIFT) as i64);
-        let _ = feature(self.fd(), FEATURE_LOW_POWER_EXIT | FEATURE_SET);
+        let _ = self.dev().set_feature(FEATURE_LOW_POWER_EXIT);
         self.state = State {
             mem_enabled: true,
             reset_pending: false,
@@ -1816,14 +1817,6 @@ impl Fuzzer {
             Kind::None => Err(libc::EINVAL),
         }
     }
-}
-
-/// Issues `VFIO_DEVICE_FEATURE` with `flags` and no payload.
-fn feature(fd: i32, flags: u32) -> Result<usize, i32> {
-    let mut buf = [0u64; 4];
-    buf[0] = 8 | u64::from(flags) << 32;
-    // SAFETY: A feature header of 8 bytes, as `argsz` says.
-    errno_of(unsafe { libc::ioctl(fd, ioctl::VFIO_DEVICE_FEATURE, buf.as_mut_ptr()) } as isize)
 }
 
 /// A pread at a raw (possibly negative) position.
