@@ -182,12 +182,13 @@ impl GpuMemExt for Device {
     }
 
     fn gpu_mem(&self) -> io::Result<(GpuMem, Option<GpuMem>)> {
-        let usemem = self.gpu_mem_region(vfio::region::BAR4, crate::APERTURE_BASE)?;
+        let base = crate::aperture_base();
+        let usemem = self.gpu_mem_region(vfio::region::BAR4, base)?;
         let (_, areas) = self.region_with_sparse(vfio::region::BAR2)?;
         let resmem = if areas.is_empty() {
             None
         } else {
-            Some(self.gpu_mem_region(vfio::region::BAR2, crate::APERTURE_BASE + usemem.memlength)?)
+            Some(self.gpu_mem_region(vfio::region::BAR2, base + usemem.memlength)?)
         };
         Ok((usemem, resmem))
     }

@@ -17,7 +17,8 @@ pub mod sys;
 pub mod tap;
 pub mod vfio;
 
-/// The GPU function under test, as the rig places it (q35 root bus, slot 5).
+/// The GPU function under test, as the rig places it (root bus, slot 5: q35 on x86_64, `virt` on
+/// arm64).
 pub const GPU_BDF: &str = "0000:00:05.0";
 
 /// The driver name both builds of nvgrace-gpu-vfio-pci register.
@@ -43,8 +44,18 @@ pub fn model_device_id(variant: &str) -> Option<u16> {
     }
 }
 
-/// The aperture base the rig puts in the `_DSD` (scripts/vm-run).
-pub const APERTURE_BASE: u64 = 0x2000_0000;
+/// The x86_64 rig's aperture base, in bytes: the default of [`aperture_base`].
+pub const DEFAULT_APERTURE_BASE: u64 = 0x2000_0000;
+
+/// The physical address, in bytes, of the GPU memory aperture the rig puts in the `_DSD`
+/// (`nvidia,gpu-mem-base-pa`): `RIG_APERTURE_BASE` (decimal, from scripts/vm-run through the
+/// guest's init), else [`DEFAULT_APERTURE_BASE`]. On arm64 it lies above 4 GiB.
+pub fn aperture_base() -> u64 {
+    std::env::var("RIG_APERTURE_BASE")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(DEFAULT_APERTURE_BASE)
+}
 
 /// One emulated region as the driver should present it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +80,7 @@ pub fn expected_regions() -> Option<(Region, Option<Region>)> {
         return None;
     }
     let bug = rig_gpu() == "gh200";
-    let l = layout::Layout::new(APERTURE_BASE, size, bug).ok()?;
+    let l = layout::Layout::new(aperture_base(), size, bug).ok()?;
     let conv = |r: layout::MemRegion| Region {
         memphys: r.memphys,
         memlength: r.memlength,

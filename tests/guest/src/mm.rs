@@ -19,14 +19,96 @@ use std::sync::atomic::AtomicI32;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The base page size of x86_64 and of the 4 KiB-page arm64 kernels the driver runs on.
-pub const PAGE: usize = 4096;
-/// PMD size with 4 KiB pages.
-pub const SZ_2M: usize = 2 << 20;
-/// PUD size with 4 KiB pages.
-pub const SZ_1G: usize = 1 << 30;
+/// The base page size of the running kernel, in bytes (`sysconf(_SC_PAGESIZE)`): 4 KiB on
+/// x86_64, 4, 16 or 64 KiB on arm64 (64 KiB is what Grace hosts run).
+pub fn page_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety requirements.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        assert!(
+            n > 0 && (n as usize).is_power_of_two(),
+            "sysconf(_SC_PAGESIZE) returned {n}"
+        );
+        n as usize
+    })
+}
+
+/// The base page shift: `page_size() == 1 << page_shift()` (12 with 4 KiB pages, 16 with 64 KiB).
+pub fn page_shift() -> u32 {
+    page_size().trailing_zeros()
+}
+
+/// Where the kernel tells the size of its PMD-level huge pages (CONFIG_TRANSPARENT_HUGEPAGE).
+pub const HPAGE_PMD_SIZE: &str = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size";
+
+/// Bytes one page-table entry at a level maps, given the bytes one entry of the level below
+/// maps: a table is one page of 8-byte entries at every level of x86_64 and arm64 (arm64's top
+/// level can be smaller, which PMD and PUD never are).
+fn next_level(size: usize) -> usize {
+    size * (page_size() / 8)
+}
+
+/// Bytes one PMD entry maps: `hpage_pmd_size` when the kernel has THP, else derived from the
+/// page size (2 MiB with 4 KiB pages, 32 MiB with 16 KiB, 512 MiB with 64 KiB).
+pub fn pmd_size() -> usize {
+    std::fs::read_to_string(HPAGE_PMD_SIZE)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| next_level(page_size()))
+}
+
+/// Bytes one PUD entry maps (1 GiB with 4 KiB pages), whether or not the kernel maps PFNs there.
+pub fn pud_size() -> usize {
+    next_level(pmd_size())
+}
+
+/// Whether the running kernel can map a PFN map (the drivers' `huge_fault` at `PMD_ORDER`,
+/// vfio-pci-core's `vfio_pci_vmf_insert_pfn()`) with a PMD entry: `Ok(PMD size in bytes)`, or
+/// why not. CONFIG_ARCH_SUPPORTS_PMD_PFNMAP (mm/Kconfig) is ARCH_SUPPORTS_HUGE_PFNMAP, which
+/// x86, arm64, riscv and powerpc (Book3S-64) select with TRANSPARENT_HUGEPAGE, plus
+/// HAVE_ARCH_TRANSPARENT_HUGEPAGE; THP shows in sysfs.
+pub fn pmd_pfnmap() -> Result<usize, String> {
+    let arch = std::env::consts::ARCH;
+    if !matches!(arch, "x86_64" | "aarch64" | "riscv64" | "powerpc64") {
+        return Err(format!(
+            "{arch} does not select ARCH_SUPPORTS_HUGE_PFNMAP: no PMD-level PFN maps"
+        ));
+    }
+    if !std::path::Path::new(HPAGE_PMD_SIZE).exists() {
+        return Err(format!(
+            "no {HPAGE_PMD_SIZE}: the kernel has no THP, and ARCH_SUPPORTS_PMD_PFNMAP depends on it"
+        ));
+    }
+    Ok(pmd_size())
+}
+
+/// Whether the running kernel can map a PFN map with a PUD entry (`huge_fault` at `PUD_ORDER`):
+/// `Ok(PUD size in bytes)`, or why not. CONFIG_ARCH_SUPPORTS_PUD_PFNMAP needs
+/// HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD, which of the architectures the driver runs on only x86_64
+/// selects (arch/x86/Kconfig); arch/arm64/Kconfig does not, with any page size.
+pub fn pud_pfnmap() -> Result<usize, String> {
+    let pmd = pmd_pfnmap()?;
+    match std::env::consts::ARCH {
+        "x86_64" => Ok(next_level(pmd)),
+        arch => Err(format!(
+            "{arch} has no PUD-level PFN maps (ARCH_SUPPORTS_PUD_PFNMAP needs \
+             HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD, which only x86_64 selects): a PMD of {} MiB is \
+             the largest entry the drivers' huge_fault installs",
+            pmd >> 20
+        )),
+    }
+}
+
+/// Why the x86 page-table dump cannot be read here, or `None` on x86_64: the dump of the calling
+/// process's page tables ([`page_table_entry`]) and its flag names are x86's.
+pub fn x86_ptdump_unavailable() -> Option<String> {
+    (std::env::consts::ARCH != "x86_64")
+        .then(|| "x86 page-table dump; arm64 attributes are checked by cache_attr_test".to_string())
+}
 
 /// `BUS_MCEERR_AR` (include/uapi/asm-generic/siginfo.h): hardware memory error consumed on a
 /// machine check, action required.
@@ -80,7 +162,7 @@ pub fn page_table_entry(addr: usize) -> io::Result<Option<String>> {
 
 /// The calling process's minor fault count (`getrusage(RUSAGE_SELF).ru_minflt`): the kernel
 /// counts one per successfully handled page fault, whatever the size of the entry it installed,
-/// so touching every 4 KiB page of a PMD-mapped 2 MiB range costs one fault, not 512.
+/// so touching every page of a PMD-mapped range costs one fault, not one per page.
 pub fn minor_faults() -> u64 {
     // SAFETY: An all-zero rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -213,7 +295,7 @@ pub fn mmap_shared_aligned(
     len: usize,
     align: usize,
 ) -> io::Result<Mapping> {
-    assert!(align.is_power_of_two() && align >= PAGE);
+    assert!(align.is_power_of_two() && align >= page_size());
     let total = len + align;
     // SAFETY: A new anonymous reservation; nothing is overwritten.
     let r = unsafe {
@@ -592,7 +674,7 @@ pub fn smaps_of(addr: usize) -> io::Result<Option<Smaps>> {
 pub fn pagemap_entry(addr: usize) -> io::Result<u64> {
     let f = File::open("/proc/self/pagemap")?;
     let mut b = [0u8; 8];
-    let n = f.read_at(&mut b, (addr / PAGE * 8) as u64)?;
+    let n = f.read_at(&mut b, (addr / page_size() * 8) as u64)?;
     if n != 8 {
         return Err(io::Error::other(format!(
             "pagemap: short read of {n} bytes"

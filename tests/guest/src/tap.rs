@@ -109,6 +109,15 @@ impl Harness {
         }
     }
 
+    /// Reports a program that cannot run here at all: a plan of one test, `name`, skipped with
+    /// reason `why` (not kselftest's `1..0 # SKIP`: scripts/tapsum counts a program without test
+    /// lines as failed), then the totals; exits 4 (all skipped).
+    pub fn skip_all(name: &str, why: &str) -> ! {
+        let mut t = Harness::new(1);
+        t.test(name, || Err(Failure::Skip(why.to_string())));
+        t.finish()
+    }
+
     /// Prints the totals and exits with the kselftest status.
     pub fn finish(self) -> ! {
         let missing = self.planned.saturating_sub(self.run);

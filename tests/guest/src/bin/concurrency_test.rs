@@ -42,10 +42,10 @@ use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::mm;
+use nvgrace_guest_tests::mm::page_size;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::mm::Mapping;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
-use nvgrace_guest_tests::mm::PAGE;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
@@ -461,14 +461,31 @@ fn resmem_fits(resmem: &Option<GpuMem>) -> Option<GpuMem> {
     resmem.filter(|r| r.memlength >= WINDOW_BASE + SLICES * SLICE)
 }
 
-/// A mapping of slice `slice` of region `m`: at a 2 MiB-aligned address when `huge` (PMD faults
-/// where the driver makes them), else one page into the slice at any address (page faults).
+/// The virtual alignment of a `huge` slice mapping, bytes: the PMD size where a PMD fits in a
+/// slice (2 MiB with 4 KiB pages), else the slice size (a 512 MiB PMD of 64 KiB pages does not
+/// fit: such a thread faults pages, at a slice-aligned address).
+fn huge_align() -> usize {
+    let pmd = mm::pmd_size();
+    if pmd <= SLICE as usize {
+        pmd
+    } else {
+        SLICE as usize
+    }
+}
+
+/// A mapping of slice `slice` of region `m`: at a PMD-aligned address when `huge` (PMD faults
+/// where the driver makes them and a PMD fits in the slice, see [`huge_align`]), else one page
+/// into the slice at any address (page faults).
 fn map_slice(fd: &File, m: &GpuMem, slice: u64, huge: bool) -> io::Result<Mapping> {
     let off = WINDOW_BASE + slice * SLICE;
     if huge {
-        mm::mmap_shared_aligned(fd, m.at(off), SLICE as usize, mm::SZ_2M)
+        mm::mmap_shared_aligned(fd, m.at(off), SLICE as usize, huge_align())
     } else {
-        mm::mmap_shared(fd, m.at(off + PAGE as u64), SLICE as usize - PAGE)
+        mm::mmap_shared(
+            fd,
+            m.at(off + page_size() as u64),
+            SLICE as usize - page_size(),
+        )
     }
 }
 
@@ -483,8 +500,8 @@ impl PageValues {
 
     /// Visits page `p` of `map`: checks the value last written there, writes `v`.
     fn visit(&mut self, map: &Mapping, p: usize, v: u64, what: &str) -> Result<(), String> {
-        let first = p * PAGE;
-        let last = first + PAGE - 8;
+        let first = p * page_size();
+        let last = first + page_size() - 8;
         if let Some(want) = self.0[p] {
             let (a, b) = (map.read_u64(first), map.read_u64(last));
             if a != want || b != !want {
@@ -518,7 +535,7 @@ struct FaultJob<'a> {
     source: Source<'a>,
     m: &'a GpuMem,
     slice: u64,
-    /// 2 MiB-aligned mapping (else one page into the slice), see [`map_slice`].
+    /// PMD-aligned mapping (else one page into the slice), see [`map_slice`].
     huge: bool,
     until: Until,
     board: &'a Board,
@@ -552,7 +569,7 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
         }
     };
     let (mut own_fd, mut map) = open()?;
-    let mut values = PageValues::new(map.len() / PAGE);
+    let mut values = PageValues::new(map.len() / page_size());
     let (mut i, mut reopens) = (0u64, 0u64);
     while !done(until, board, i) {
         let p = rng.below(values.0.len() as u64) as usize;
@@ -575,7 +592,11 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
     }
     Ok(format!(
         "{what} ({}): {i} accesses, {reopens} new mappings",
-        if huge { "2 MiB-aligned" } else { "page-offset" }
+        if huge {
+            format!("{} KiB-aligned", huge_align() >> 10)
+        } else {
+            "page-offset".into()
+        }
     ))
 }
 
@@ -722,7 +743,7 @@ fn join_all(results: Vec<std::thread::Result<Result<String, String>>>) -> Outcom
     }
 }
 
-/// Scenario 1: faulting (2 MiB and 4 KiB entries, usemem and resmem), pread/pwrite, resets,
+/// Scenario 1: faulting (PMD and page entries, usemem and resmem), pread/pwrite, resets,
 /// BAR-register writes, and closes and reopens of the device fd, all at once on one device
 /// opened through its group (several fds).
 fn fault_rw_reset_close(board: &Board, rng: &Rng) -> Outcome {
@@ -788,11 +809,11 @@ fn open_close_races(board: &Board, rng: &Rng) -> Outcome {
         let mut i = 0;
         while !done(until, board, i) {
             let fd = group.device_fd().map_err(err)?;
-            let map = mm::mmap_shared(&fd, usemem.at(off), 2 * PAGE).map_err(err)?;
+            let map = mm::mmap_shared(&fd, usemem.at(off), 2 * page_size()).map_err(err)?;
             if let Some(want) = expect {
                 let (a, mut b) = (map.read_u64(0), [0u8; 8]);
                 let n = fd
-                    .read_at(&mut b, usemem.at(off + PAGE as u64))
+                    .read_at(&mut b, usemem.at(off + page_size() as u64))
                     .map_err(err)?;
                 if a != want || n != 8 || u64::from_le_bytes(b) != !want {
                     return Err(format!(
@@ -805,7 +826,7 @@ fn open_close_races(board: &Board, rng: &Rng) -> Outcome {
             let v = rng.next();
             map.write_u64(0, v);
             let n = fd
-                .write_at(&(!v).to_le_bytes(), usemem.at(off + PAGE as u64))
+                .write_at(&(!v).to_le_bytes(), usemem.at(off + page_size() as u64))
                 .map_err(err)?;
             if n != 8 {
                 return Err(format!("{what}: pwrite: {n} bytes"));
@@ -1025,7 +1046,7 @@ fn memory_failure_while_faulting(board: &Board, rng: &Rng) -> Outcome {
     let dev = Device::open_iommufd(GPU_BDF)?;
     let (usemem, _) = dev.gpu_mem()?;
     require_window(&usemem)?;
-    // Poisoned pages lie in slices 6 (faulted through a 2 MiB-aligned mapping) and 7 (through
+    // Poisoned pages lie in slices 6 (faulted through a PMD-aligned mapping) and 7 (through
     // a page-offset one).
     let slices = [6u64, 7];
     let until = Until::after(race());
@@ -1066,15 +1087,22 @@ fn memory_failure_while_faulting(board: &Board, rng: &Rng) -> Outcome {
     // through another VMA that ends before the poisoned page (memory_failure_test,
     // mapping_ends_before_page; upstream's behaviour).
     mm::install_sigbus_recorder()?;
-    let first = WINDOW_BASE + slices[0] * SLICE + PAGE as u64;
-    let map = mm::mmap_shared(&dev.fd, usemem.at(first), 2 * SLICE as usize - PAGE)?;
+    let first = WINDOW_BASE + slices[0] * SLICE + page_size() as u64;
+    let map = mm::mmap_shared(&dev.fd, usemem.at(first), 2 * SLICE as usize - page_size())?;
     let mut injected = 0u64;
     let mut result: Outcome = Ok(());
-    // Fresh pages, alternating between the slices.
-    let slice_pages = SLICE / PAGE as u64;
+    // Fresh pages, alternating between the slices, spread over each (64 pages a slice with
+    // 64 KiB pages, 1024 with 4 KiB); never the slice's last page, past the mapping's end in
+    // the second.
+    let slice_pages = SLICE / page_size() as u64;
+    let stride = (slice_pages - 2) / INJECTIONS.div_ceil(2);
+    check!(
+        stride >= 1,
+        "{slice_pages} pages a slice leave no fresh page for each of {INJECTIONS} injections"
+    );
     while injected < INJECTIONS && !until.passed() {
-        let page = (injected % 2) * slice_pages + (injected * 7 + 3) % (slice_pages - 1);
-        let pa = usemem.pa(first + page * PAGE as u64);
+        let page = (injected % 2) * slice_pages + 1 + (injected / 2) * stride;
+        let pa = usemem.pa(first + page * page_size() as u64);
         let w = fs::OpenOptions::new()
             .write(true)
             .open(HARD_OFFLINE)
@@ -1087,7 +1115,7 @@ fn memory_failure_while_faulting(board: &Board, rng: &Rng) -> Outcome {
         }
         injected += 1;
         let got = mm::sigbus_record();
-        let want_addr = map.addr() + page as usize * PAGE;
+        let want_addr = map.addr() + page as usize * page_size();
         if got.count as u64 != injected || got.code != BUS_MCEERR_AR || got.addr != want_addr {
             result = Err(Failure::Fail(format!(
                 "injection {injected} at {pa:#x}: {} SIGBUS so far, the last si_code {} at {:#x}; expected {injected}, BUS_MCEERR_AR at {want_addr:#x}",
@@ -1130,7 +1158,7 @@ fn user_buffer_in_device_mapping(board: &Board, rng: &Rng) -> Outcome {
         while !done(until, board, i) {
             // A new mapping each time: nothing of it is faulted in yet.
             let buf = map_slice(&dev.fd, &usemem, 3, rng.below(2) == 0).map_err(err)?;
-            let size = PAGE * (1 + rng.below((len / PAGE) as u64) as usize);
+            let size = page_size() * (1 + rng.below((len / page_size()) as u64) as usize);
             let off = m.at(WINDOW_BASE + 2 * SLICE);
             let write = rng.below(2) == 0;
             // SAFETY: `buf` is a live mapping of at least `size` bytes, readable and writable.

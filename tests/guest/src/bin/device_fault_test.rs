@@ -183,8 +183,8 @@ fn check_words(ctx: &Ctx, round: u64, what: &str) -> Outcome {
 /// Maps the usemem page holding the word and faults it in; returns the mapping and the word's
 /// address in it.
 fn map_word(ctx: &Ctx) -> std::io::Result<(mm::Mapping, usize)> {
-    let page = WORD_OFF & !(mm::PAGE as u64 - 1);
-    let map = mm::mmap_shared(&ctx.dev.fd, ctx.usemem.at(page), mm::PAGE)?;
+    let page = WORD_OFF & !(mm::page_size() as u64 - 1);
+    let map = mm::mmap_shared(&ctx.dev.fd, ctx.usemem.at(page), mm::page_size())?;
     let in_page = (WORD_OFF - page) as usize;
     map.read_u64(in_page);
     let addr = map.addr() + in_page;

@@ -93,11 +93,24 @@ const DEVCTL_HI: u64 = PCIE_CAP + 9;
 /// The emulated BAR registers (upstream: resmem owns BAR2/3 at 0x18, usemem BAR4/5 at 0x20).
 const RESMEM_BAR_REG: u64 = 0x18;
 const USEMEM_BAR_REG: u64 = 0x20;
-/// x86_64 user address space, 4-level paging (`DEFAULT_MAP_WINDOW`); lengths between this and
-/// the 5-level limit are never drawn, so the result does not depend on the paging mode.
-const USER_SPACE: u64 = 1 << 47;
-/// The page size.
-const PAGE: u64 = mm::PAGE as u64;
+/// The user address space an `mmap(NULL, ...)` allocates from, bytes (`DEFAULT_MAP_WINDOW`):
+/// x86_64 with 4-level paging, 2^47; arm64, 2^48 (`VA_BITS_MIN`, also with 52-bit VAs). Lengths
+/// between this and the 5-level or 52-bit limit are never drawn (they stop at 2^41), so the
+/// result depends on neither the paging mode nor the page size.
+fn user_space() -> u64 {
+    match std::env::consts::ARCH {
+        "aarch64" => 1 << 48,
+        _ => 1 << 47,
+    }
+}
+
+/// The base page size, bytes (4 KiB on x86_64, 4 or 64 KiB on the rig's arm64 kernels).
+fn page_bytes() -> u64 {
+    mm::page_size() as u64
+}
+
+/// The bytes one entry of the shadow of GPU memory holds: a bookkeeping unit, not the page size.
+const SHADOW_PAGE: u64 = 4096;
 
 /// VFIO ioctl numbers not in `vfio::ioctl` (include/uapi/linux/vfio.h, `VFIO_BASE + n`).
 const VFIO_TYPE: u64 = b';' as u64;
@@ -205,11 +218,14 @@ struct State {
     low_power: bool,
 }
 
-/// One page of the shadow: its bytes and a bitmap of the known ones.
-type ShadowPage = (Box<[u8; 4096]>, Box<[u64; 64]>);
+/// One [`SHADOW_PAGE`] of the shadow: its bytes and a bitmap of the known ones.
+type ShadowPage = (
+    Box<[u8; SHADOW_PAGE as usize]>,
+    Box<[u64; SHADOW_PAGE as usize / 64]>,
+);
 
-/// What is known of GPU memory contents: bytes written or read back, per 4 KiB page, keyed by
-/// region index and page number.
+/// What is known of GPU memory contents: bytes written or read back, per [`SHADOW_PAGE`] bytes,
+/// keyed by region index and their number.
 #[derive(Default)]
 struct Shadow {
     pages: HashMap<(u64, u64), ShadowPage>,
@@ -217,8 +233,8 @@ struct Shadow {
 
 impl Shadow {
     fn get(&self, index: u64, off: u64) -> Option<u8> {
-        let (data, known) = self.pages.get(&(index, off / PAGE))?;
-        let i = (off % PAGE) as usize;
+        let (data, known) = self.pages.get(&(index, off / SHADOW_PAGE))?;
+        let i = (off % SHADOW_PAGE) as usize;
         (known[i / 64] >> (i % 64) & 1 == 1).then_some(data[i])
     }
 
@@ -227,17 +243,22 @@ impl Shadow {
             let o = off + k as u64;
             let (data, known) = self
                 .pages
-                .entry((index, o / PAGE))
-                .or_insert_with(|| (Box::new([0; 4096]), Box::new([0; 64])));
-            let i = (o % PAGE) as usize;
+                .entry((index, o / SHADOW_PAGE))
+                .or_insert_with(|| {
+                    (
+                        Box::new([0; SHADOW_PAGE as usize]),
+                        Box::new([0; SHADOW_PAGE as usize / 64]),
+                    )
+                });
+            let i = (o % SHADOW_PAGE) as usize;
             data[i] = b;
             known[i / 64] |= 1 << (i % 64);
         }
     }
 
     fn forget(&mut self, index: u64, off: u64, len: u64) {
-        let first = off / PAGE;
-        let last = (off + len.max(1) - 1) / PAGE;
+        let first = off / SHADOW_PAGE;
+        let last = (off + len.max(1) - 1) / SHADOW_PAGE;
         for p in first..=last {
             self.pages.remove(&(index, p));
         }
@@ -387,7 +408,7 @@ fn gen_offset(rng: &mut ChaCha8Rng, size: u64, memlength: u64) -> u64 {
         match rng.random_range(0..4) {
             0 => rng.random_range(-8..8),
             1 => rng.random_range(-4096..4096),
-            2 => rng.random_range(-64..64) * PAGE as i64,
+            2 => rng.random_range(-64..64) * page_bytes() as i64,
             _ => rng.random_range(-(1 << 20)..(1 << 20)),
         }
     };
@@ -459,36 +480,36 @@ fn gen_mmap(rng: &mut ChaCha8Rng, layout: &Layout) -> Op {
         Kind::Emulated(r) => (r.bar_size, r.memlength),
         _ => (layout.size(index), layout.size(index)),
     };
-    let mut in_region = if plausible && memlength >= PAGE {
-        rng.random_range(0..memlength / PAGE) * PAGE
+    let mut in_region = if plausible && memlength >= page_bytes() {
+        rng.random_range(0..memlength / page_bytes()) * page_bytes()
     } else {
         gen_offset(rng, size, memlength)
     };
     if rng.random_range(0..100) < 95 {
-        in_region &= !(PAGE - 1);
+        in_region &= !(page_bytes() - 1);
     }
     let mut off = ((index << SHIFT) as i64).wrapping_add(in_region as i64);
     if rng.random_range(0..100) < 3 {
-        off = -((rng.random_range(1..64) * PAGE) as i64);
+        off = -((rng.random_range(1..64) * page_bytes()) as i64);
     }
     let pages = |rng: &mut ChaCha8Rng| match rng.random_range(0..4) {
         0 => rng.random_range(1..4),
         1 => rng.random_range(1..1024),
-        2 => 512 * rng.random_range(1..5),
+        2 => mm::pmd_size() as u64 / page_bytes() * rng.random_range(1..5),
         _ => rng.random_range(1..(1 << 19)),
     };
     let len = match rng.random_range(0..100) {
         _ if plausible => {
-            let left = memlength.saturating_sub(in_region) / PAGE;
-            rng.random_range(1..=left.clamp(1, 1024)) * PAGE
+            let left = memlength.saturating_sub(in_region) / page_bytes();
+            rng.random_range(1..=left.clamp(1, 1024)) * page_bytes()
         }
         0..3 => 0,
         3..6 => (1u64 << 58) + rng.random_range(0..(1 << 20)),
-        6..12 => rng.random_range(1..3 * PAGE),
+        6..12 => rng.random_range(1..3 * page_bytes()),
         12..25 => memlength
             .saturating_sub(in_region)
-            .saturating_add_signed(rng.random_range(-2..3) * PAGE as i64),
-        _ => pages(rng) * PAGE,
+            .saturating_add_signed(rng.random_range(-2..3) * page_bytes() as i64),
+        _ => pages(rng) * page_bytes(),
     }
     .min(1 << 41)
     .max(if rng.random_bool(0.97) { 1 } else { 0 });
@@ -537,16 +558,17 @@ fn gen_mmap(rng: &mut ChaCha8Rng, layout: &Layout) -> Op {
             flags |= f;
         }
     }
-    let mapped = len.div_ceil(PAGE) * PAGE;
+    let mapped = len.div_ceil(page_bytes()) * page_bytes();
     let touches = (0..rng.random_range(usize::from(plausible)..6))
         .map(|_| {
             let width = [1usize, 2, 4, 8][rng.random_range(0..4)];
             let page = match rng.random_range(0..4) {
                 0 => 0,
-                1 => mapped.saturating_sub(PAGE) / PAGE,
-                _ => rng.random_range(0..(mapped / PAGE).max(1)),
+                1 => mapped.saturating_sub(page_bytes()) / page_bytes(),
+                _ => rng.random_range(0..(mapped / page_bytes()).max(1)),
             };
-            let off = page * PAGE + rng.random_range(0..PAGE / width as u64) * width as u64;
+            let off = page * page_bytes()
+                + rng.random_range(0..page_bytes() / width as u64) * width as u64;
             let write = rng.random_bool(0.5).then(|| rng.random::<u64>());
             Touch { off, width, write }
         })
@@ -642,13 +664,13 @@ fn gen_ioctl(rng: &mut ChaCha8Rng) -> IoctlOp {
             for _ in 0..4 {
                 let off = match rng.random_range(0..4) {
                     0 => 0,
-                    1 => rng.random_range(0..1024u64) * PAGE,
+                    1 => rng.random_range(0..1024u64) * page_bytes(),
                     2 => rng.random_range(0..(1u64 << 31)),
                     _ => rng.random(),
                 };
                 let len = match rng.random_range(0..4) {
-                    0 => PAGE,
-                    1 => rng.random_range(0..1024u64) * PAGE,
+                    0 => page_bytes(),
+                    1 => rng.random_range(0..1024u64) * page_bytes(),
                     2 => rng.random_range(0..(1u64 << 31)),
                     _ => rng.random(),
                 };
@@ -983,25 +1005,26 @@ fn expect_config_write(layout: &Layout, off: u64, count: usize, bad: bool) -> Wa
     Ok(count)
 }
 
-/// mmap: the result of `mmap(NULL, len, prot, flags, fd, off)` (arch/x86 `sys_mmap`,
-/// `ksys_mmap_pgoff()`, `do_mmap()`, then the driver's or vfio-pci-core's mmap).
+/// mmap: the result of `mmap(NULL, len, prot, flags, fd, off)` (arch/x86 and arch/arm64
+/// `sys_mmap`, which both refuse an offset that is not a page multiple, `ksys_mmap_pgoff()`,
+/// `do_mmap()`, then the driver's or vfio-pci-core's mmap).
 fn expect_mmap(layout: &Layout, off: i64, len: u64, flags: i32) -> Result<(), i32> {
     let off = off as u64;
-    if !off.is_multiple_of(PAGE) || flags & libc::MAP_HUGETLB != 0 || len == 0 {
+    if !off.is_multiple_of(page_bytes()) || flags & libc::MAP_HUGETLB != 0 || len == 0 {
         return Err(libc::EINVAL);
     }
-    let Some(alen) = len.checked_next_multiple_of(PAGE) else {
+    let Some(alen) = len.checked_next_multiple_of(page_bytes()) else {
         return Err(libc::ENOMEM);
     };
-    let pgoff = off / PAGE;
-    if pgoff.checked_add(alen / PAGE).is_none() {
+    let pgoff = off / page_bytes();
+    if pgoff.checked_add(alen / page_bytes()).is_none() {
         return Err(libc::EOVERFLOW);
     }
-    if alen > USER_SPACE {
+    if alen > user_space() {
         return Err(libc::ENOMEM);
     }
     // file_mmap_ok(): a character device may map up to ULONG_MAX.
-    if pgoff > (u64::MAX - alen) / PAGE {
+    if pgoff > (u64::MAX - alen) / page_bytes() {
         return Err(libc::EOVERFLOW);
     }
     let shared = match flags & 0xf {
@@ -1018,8 +1041,8 @@ fn expect_mmap(layout: &Layout, off: i64, len: u64, flags: i32) -> Result<(), i3
     if flags & libc::MAP_GROWSDOWN != 0 {
         return Err(libc::EINVAL);
     }
-    let index = pgoff >> (SHIFT - 12);
-    let start = (pgoff & ((1 << (SHIFT - 12)) - 1)) * PAGE;
+    let index = pgoff >> (SHIFT - mm::page_shift());
+    let start = (pgoff & ((1 << (SHIFT - mm::page_shift())) - 1)) * page_bytes();
     match layout.kind(index) {
         // nvgrace_gpu_mmap(): only the memory; private mappings only upstream (difference 4).
         Kind::Emulated(r) => {
@@ -1076,7 +1099,7 @@ impl Report {
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                mm::PAGE,
+                mm::page_size(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
@@ -1088,7 +1111,7 @@ impl Report {
         }
         // SAFETY: `p` is a page-sized mapping this process owns; `Mapping` unmaps it on drop.
         Ok(Report(unsafe {
-            mm::Mapping::from_raw(p as usize, mm::PAGE)
+            mm::Mapping::from_raw(p as usize, mm::page_size())
         }))
     }
 }
@@ -1407,8 +1430,9 @@ impl Fuzzer {
 
     /// The signal one touch of a mapping with protection `prot` is expected to end with
     /// (SIGSEGV: not allowed by `prot`; SIGBUS: the fault fails, vfio_pci_vmf_insert_pfn() and
-    /// the driver's fault handler), or `None` when it succeeds. On x86, write permission
-    /// implies read permission.
+    /// the driver's fault handler), or `None` when it succeeds. Write permission implies read
+    /// permission: on x86 (no write-only pages) and on arm64 (`protection_map[VM_SHARED |
+    /// VM_WRITE]` is `PAGE_SHARED`, arch/arm64/mm/mmap.c), and the touches are of shared mappings.
     fn expect_touch(&self, prot: i32, t: &Touch) -> Option<i32> {
         let readable = prot & (libc::PROT_READ | libc::PROT_WRITE) != 0;
         let ok = match t.write {
@@ -1465,7 +1489,7 @@ impl Fuzzer {
         if got.is_err() {
             return Ok(());
         }
-        let alen = len.div_ceil(PAGE) * PAGE;
+        let alen = len.div_ceil(page_bytes()) * page_bytes();
         // SAFETY: The mapping just made, of `alen` bytes; `Mapping` unmaps it on drop.
         let map = unsafe { mm::Mapping::from_raw(p as usize, alen as usize) };
         let shared = flags & 0xf != libc::MAP_PRIVATE;
@@ -1894,11 +1918,11 @@ fn usable_after(f: &mut Fuzzer) -> tap::Outcome {
     let mut b = [0u8; 8];
     nvgrace_guest_tests::check_eq!(dev.fd.read_at(&mut b, at)?, 8usize, "pread");
     nvgrace_guest_tests::check_eq!(u64::from_le_bytes(b), v, "value read back");
-    let map = mm::mmap_shared(&dev.fd, at & !(PAGE - 1), mm::PAGE)?;
+    let map = mm::mmap_shared(&dev.fd, at & !(page_bytes() - 1), mm::page_size())?;
     let (end, _) = mm::touch_in_child(map.addr(), Duration::from_secs(60))?;
     nvgrace_guest_tests::check_eq!(end, ChildEnd::Exited(0), "a touch of a mapping ({end})");
     nvgrace_guest_tests::check_eq!(
-        map.read_u64((at % PAGE) as usize),
+        map.read_u64((at % page_bytes()) as usize),
         v,
         "value through the mapping"
     );

@@ -162,8 +162,10 @@ fn main() {
                 resmem.memlength
             ))
         })?;
+        // A page more, not 4 KiB: dma-buf ranges must be page multiples (vfio_pci_dmabuf.c), so
+        // a 4 KiB step on 64 KiB pages would be refused for its alignment, not for its end.
         check_eq!(
-            export_dmabuf(&dev, 2, resmem.memlength + 4096).err(),
+            export_dmabuf(&dev, 2, resmem.memlength + mm::page_size() as u64).err(),
             Some(libc::EINVAL),
             "export past resmem"
         );
@@ -177,7 +179,7 @@ fn main() {
         let (usemem, resmem) = dev.gpu_mem()?;
         for m in std::iter::once(usemem).chain(resmem) {
             let name = m.name();
-            let map = mm::mmap_shared(&dev.fd, m.at(0), 4096)?;
+            let map = mm::mmap_shared(&dev.fd, m.at(0), mm::page_size())?;
             let word = 0x6c6f_7770_6f77_6572 ^ u64::from(m.index);
             map.write_u64(0, word);
             check_eq!(

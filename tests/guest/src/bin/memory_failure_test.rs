@@ -30,11 +30,11 @@ use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::mm;
+use nvgrace_guest_tests::mm::page_size;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::mm::SigbusRecord;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AO;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
-use nvgrace_guest_tests::mm::PAGE;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -43,7 +43,6 @@ use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 
 const HARD_OFFLINE: &str = "/sys/devices/system/memory/hard_offline_page";
-const PAGE64: u64 = PAGE as u64;
 /// How long a probe may take to answer a command.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -115,10 +114,14 @@ fn probe_main(
             reply("error mappings without a device".into());
             return 1;
         };
-        match mm::mmap_shared(&dev.fd, m.region.at(m.first_page * PAGE64), m.pages * PAGE) {
+        match mm::mmap_shared(
+            &dev.fd,
+            m.region.at(m.first_page * (page_size() as u64)),
+            m.pages * page_size(),
+        ) {
             Ok(map) => {
                 if let Some(p) = m.touch {
-                    map.read_u8(p * PAGE);
+                    map.read_u8(p * page_size());
                 }
                 held.push(map);
             }
@@ -285,17 +288,20 @@ fn code_name(code: i32) -> &'static str {
     }
 }
 
-/// Checks one SIGBUS report: `count` deliveries, the last with `code` at `addr`, page-sized.
+/// Checks one SIGBUS report: `count` deliveries, the last with `code` at `addr`, page-sized
+/// (`si_addr_lsb` is the page shift: memory-failure reports PFN-map pages with `PAGE_SHIFT`,
+/// mm/memory-failure.c `add_to_kill_pgoff()`; 12 with 4 KiB pages, 16 with 64 KiB).
 fn expect_sigbus(what: &str, got: SigbusRecord, count: u32, code: i32, addr: usize) -> Outcome {
+    let lsb = mm::page_shift() as i32;
     let want = SigbusRecord {
         count,
         code,
         addr,
-        addr_lsb: 12,
+        addr_lsb: lsb,
     };
     if got != want {
         fail!(
-            "{what}: got {} SIGBUS (last: si_code {} {}, si_addr {:#x}, si_addr_lsb {}), expected {count} with {} at {addr:#x}, lsb 12",
+            "{what}: got {} SIGBUS (last: si_code {} {}, si_addr {:#x}, si_addr_lsb {}), expected {count} with {} at {addr:#x}, lsb {lsb}",
             got.count,
             got.code,
             code_name(got.code),
@@ -337,8 +343,8 @@ fn self_poison_test(
         touch,
     }];
     let mut p = Probe::spawn(Some(dev), &maps, false)?;
-    let pa = m.pa((first_page + poison as u64) * PAGE64);
-    let addr = p.addrs[0] + poison * PAGE;
+    let pa = m.pa((first_page + poison as u64) * (page_size() as u64));
+    let addr = p.addrs[0] + poison * page_size();
     let wrote = p.poison(pa)?;
     check_eq!(
         wrote,
@@ -388,7 +394,7 @@ fn other_process_test(
 ) -> Outcome {
     let touch = 3usize;
     let target = first_page + touch as u64;
-    let pa = m.pa(target * PAGE64);
+    let pa = m.pa(target * (page_size() as u64));
     let mut mapper = Probe::spawn(
         Some(dev),
         &[ProbeMap {
@@ -440,7 +446,7 @@ fn other_process_test(
         "{}: write of {pa:#x} to hard_offline_page",
         m.name()
     );
-    let addr = mapper.addrs[0] + touch * PAGE;
+    let addr = mapper.addrs[0] + touch * page_size();
     expect_sigbus(
         &format!("early-kill process mapping {} page {target}", m.name()),
         mapper.report()?,
@@ -496,7 +502,7 @@ fn mapping_before_page_test(dev: &Device, m: &GpuMem, first_page: u64) -> Outcom
         true,
     )?;
     let mut bystander = Probe::spawn(Some(dev), &[], false)?;
-    let pa = m.pa((first_page + 10) * PAGE64);
+    let pa = m.pa((first_page + 10) * (page_size() as u64));
     let wrote = bystander.poison(pa)?;
     check_eq!(wrote, Wrote::Ok, "write of {pa:#x} to hard_offline_page");
     expect_none("the injecting process", bystander.report()?)?;
@@ -516,7 +522,7 @@ fn mapping_before_page_test(dev: &Device, m: &GpuMem, first_page: u64) -> Outcom
 /// signals nobody.
 fn after_close_test(m: &GpuMem, page: u64) -> Outcome {
     let mut bystander = Probe::spawn(None, &[], false)?;
-    let pa = m.pa(page * PAGE64);
+    let pa = m.pa(page * (page_size() as u64));
     let wrote = bystander.poison(pa)?;
     check_eq!(
         wrote,

@@ -22,11 +22,9 @@ use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::gpumem::OpenGpu;
 use nvgrace_guest_tests::mm;
+use nvgrace_guest_tests::mm::page_size;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::mm::Mapping;
-use nvgrace_guest_tests::mm::PAGE;
-use nvgrace_guest_tests::mm::SZ_1G;
-use nvgrace_guest_tests::mm::SZ_2M;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
@@ -36,7 +34,6 @@ use nvgrace_guest_tests::vfio;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
 
-const PAGE64: u64 = PAGE as u64;
 /// The VFIO region window: region offsets are `index << 40` (`VFIO_PCI_OFFSET_SHIFT`).
 const REGION_WINDOW: u64 = 1 << 40;
 /// How long a child that touches a mapping may take before the test gives up on it: well past
@@ -81,6 +78,7 @@ fn regions_test(ctx: &Ctx) -> Outcome {
     let want = uapi::VFIO_REGION_INFO_FLAG_READ
         | uapi::VFIO_REGION_INFO_FLAG_WRITE
         | uapi::VFIO_REGION_INFO_FLAG_MMAP;
+    let page = mm::page_size() as u64;
     let mut all = vec![ctx.usemem];
     all.extend(ctx.resmem);
     for m in &all {
@@ -91,7 +89,7 @@ fn regions_test(ctx: &Ctx) -> Outcome {
             m.name()
         );
         check!(
-            m.memlength > 0 && m.memlength % PAGE64 == 0,
+            m.memlength > 0 && m.memlength % page == 0,
             "{} memlength {:#x} not a page multiple",
             m.name(),
             m.memlength
@@ -151,7 +149,7 @@ fn whole_region_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 }
 
 fn smaps_flags_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
-    let map = mm::mmap_shared(&ctx.dev.fd, m.fd_offset, 4 * PAGE)?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.fd_offset, 4 * mm::page_size())?;
     map.read_u8(0);
     let sm = mm::smaps_of(map.addr())?
         .ok_or_else(|| Failure::Fail(format!("no smaps entry for {:#x}", map.addr())))?;
@@ -173,33 +171,34 @@ fn bounds_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     let fd = &ctx.dev.fd;
     let at = |off: u64| m.at(off) as i64;
     let len = m.memlength as usize;
+    let (page, page64) = (mm::page_size(), mm::page_size() as u64);
     let mut cases = vec![
         (
             "whole memory plus a page",
             at(0),
-            len + PAGE,
+            len + page,
             Err(libc::EINVAL),
         ),
         (
             "a page at memlength",
             at(m.memlength),
-            PAGE,
+            page,
             Err(libc::EINVAL),
         ),
         (
             "two pages over the end",
-            at(m.memlength - PAGE64),
-            2 * PAGE,
+            at(m.memlength - page64),
+            2 * page,
             Err(libc::EINVAL),
         ),
-        ("the last page", at(m.memlength - PAGE64), PAGE, Ok(())),
+        ("the last page", at(m.memlength - page64), page, Ok(())),
     ];
     if m.bar_size > m.memlength {
         // Inside the BAR, past the memory: the BAR reads all-ones there, it cannot be mapped.
         cases.push((
             "the last page of the BAR, past the memory",
-            at(m.bar_size - PAGE64),
-            PAGE,
+            at(m.bar_size - page64),
+            page,
             Err(libc::EINVAL),
         ));
     }
@@ -228,11 +227,12 @@ fn bounds_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 fn overflow_test(ctx: &Ctx) -> Outcome {
     let fd = &ctx.dev.fd;
     let m = &ctx.usemem;
+    let (page, page64) = (mm::page_size(), mm::page_size() as u64);
     let cases: Vec<(&str, i64, usize, Result<(), i32>)> = vec![
         (
             "last page of the 2^40 window, two pages",
-            m.at(REGION_WINDOW - PAGE64) as i64,
-            2 * PAGE,
+            m.at(REGION_WINDOW - page64) as i64,
+            2 * page,
             Err(libc::EINVAL),
         ),
         (
@@ -243,24 +243,24 @@ fn overflow_test(ctx: &Ctx) -> Outcome {
         ),
         (
             "a 2^46-byte mapping at the last page of the window",
-            m.at(REGION_WINDOW - PAGE64) as i64,
+            m.at(REGION_WINDOW - page64) as i64,
             1 << 46,
             Err(libc::EINVAL),
         ),
-        // The page at 2^64 - 4096 ends at 2^64: mm's file_mmap_ok() refuses before any driver.
+        // The last page below 2^64 ends at 2^64: mm's file_mmap_ok() refuses before any driver.
         (
-            "file offset 2^64 - 4096, one page",
-            -(PAGE as i64),
-            PAGE,
+            "file offset 2^64 - one page, one page",
+            -(page as i64),
+            page,
             Err(libc::EOVERFLOW),
         ),
         (
-            "file offset 2^64 - 8192, two pages",
-            -2 * PAGE as i64,
-            2 * PAGE,
+            "file offset 2^64 - two pages, two pages",
+            -2 * page as i64,
+            2 * page,
             Err(libc::EOVERFLOW),
         ),
-        ("file offset 2^63", i64::MIN, PAGE, Err(libc::EINVAL)),
+        ("file offset 2^63", i64::MIN, page, Err(libc::EINVAL)),
     ];
     let mut bad = Vec::new();
     for (what, off, len, want) in cases {
@@ -290,12 +290,13 @@ fn compare(what: &str, got: &[u8], want: &[u8]) -> Outcome {
 
 fn partial_mapping_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     let seed = 0x5eed_0000 + m.index as u64;
-    for (first_page, pages) in [(37u64, 5usize), (m.memlength / PAGE64 - 3, 3)] {
-        let off = first_page * PAGE64;
-        let want = mm::pattern(seed, off, pages * PAGE);
+    let (page, page64) = (mm::page_size(), mm::page_size() as u64);
+    for (first_page, pages) in [(37u64, 5usize), (m.memlength / page64 - 3, 3)] {
+        let off = first_page * page64;
+        let want = mm::pattern(seed, off, pages * page);
         ctx.dev.mem_write_all(m, off, &want)?;
-        let map = mm::mmap_shared(&ctx.dev.fd, m.at(off), pages * PAGE)?;
-        let mut got = vec![0u8; pages * PAGE];
+        let map = mm::mmap_shared(&ctx.dev.fd, m.at(off), pages * page)?;
+        let mut got = vec![0u8; pages * page];
         map.read_bytes(0, &mut got);
         compare(
             &format!("{} mapping of {pages} pages at page {first_page}", m.name()),
@@ -307,34 +308,35 @@ fn partial_mapping_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 }
 
 fn coherence_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
-    let base = 100 * PAGE64;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(base), 16 * PAGE)?;
-    let page = |p: usize| base + (p * PAGE) as u64;
-    let mut got = vec![0u8; PAGE];
+    let page_len = mm::page_size();
+    let base = 100 * page_len as u64;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(base), 16 * page_len)?;
+    let page = |p: usize| base + (p * page_len) as u64;
+    let mut got = vec![0u8; page_len];
 
     // pwrite, then read through the (not yet faulted) mapping.
-    let a = mm::pattern(0xa, page(3), PAGE);
+    let a = mm::pattern(0xa, page(3), page_len);
     ctx.dev.mem_write_all(m, page(3), &a)?;
-    map.read_bytes(3 * PAGE, &mut got);
+    map.read_bytes(3 * page_len, &mut got);
     compare(&format!("{}: pwrite then mapping read", m.name()), &got, &a)?;
 
     // Write through the mapping, then pread.
-    let b = mm::pattern(0xb, page(7), PAGE);
-    map.write_bytes(7 * PAGE, &b);
+    let b = mm::pattern(0xb, page(7), page_len);
+    map.write_bytes(7 * page_len, &b);
     ctx.dev.mem_read_exact(m, page(7), &mut got)?;
     compare(&format!("{}: mapping write then pread", m.name()), &got, &b)?;
 
     // The same page both ways while it stays mapped: nothing stale on either side.
-    let c = mm::pattern(0xc, page(3), PAGE);
+    let c = mm::pattern(0xc, page(3), page_len);
     ctx.dev.mem_write_all(m, page(3), &c)?;
-    map.read_bytes(3 * PAGE, &mut got);
+    map.read_bytes(3 * page_len, &mut got);
     compare(
         &format!("{}: second pwrite then read of the faulted page", m.name()),
         &got,
         &c,
     )?;
-    let d = mm::pattern(0xd, page(3), PAGE);
-    map.write_bytes(3 * PAGE, &d);
+    let d = mm::pattern(0xd, page(3), page_len);
+    map.write_bytes(3 * page_len, &d);
     ctx.dev.mem_read_exact(m, page(3), &mut got)?;
     compare(
         &format!("{}: mapping write then pread of the same page", m.name()),
@@ -385,44 +387,77 @@ fn read_markers(what: &str, map: &Mapping, stride: usize, markers: &[u64]) -> Re
     Ok(faults)
 }
 
-/// A 2 MiB-aligned mapping of 4 MiB at a 2 MiB-aligned physical address: faulted with PMD
-/// entries (the drivers' `huge_fault` at PMD order), so touching all 1024 pages takes one fault
-/// per 2 MiB, not per page (`ru_minflt` counts handled faults; smaps/pagemap do not walk PFN
-/// maps, see `pagemap_after_touch`).
+/// Where a mapping of up to two whole `size`-byte entries (a power of two) at `size`-aligned
+/// physical addresses fits in `m`, `extra` bytes past the alignment: `(region offset, number of
+/// entries)`. Two entries one entry into the first aligned address when the region has room (a
+/// mapping at a non-zero offset of the region), else as many as fit (at most two) from it:
+/// on arm64 with 64 KiB pages one PMD maps 512 MiB, all of the default geometry's usemem.
+fn huge_window(m: &GpuMem, size: u64, extra: u64) -> Option<(u64, usize)> {
+    let aligned = m.phys.next_multiple_of(size) - m.phys;
+    let fits = |off: u64| m.memlength.saturating_sub(off + extra) / size;
+    if fits(aligned + size) >= 2 {
+        return Some((aligned + size + extra, 2));
+    }
+    match fits(aligned) {
+        0 => None,
+        n => Some((aligned + extra, n.min(2) as usize)),
+    }
+}
+
+fn size_name(bytes: usize) -> String {
+    if bytes >= 1 << 30 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+/// A PMD-aligned mapping of one or two PMDs (2 MiB each with 4 KiB pages, 512 MiB with 64 KiB)
+/// at a PMD-aligned physical address: faulted with PMD entries (the drivers' `huge_fault` at
+/// PMD order), so touching every page takes one fault per PMD, not per page (`ru_minflt` counts
+/// handled faults; smaps/pagemap do not walk PFN maps, see `pagemap_after_touch`).
 fn pmd_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
-    let len = 2 * SZ_2M;
-    // The first 2 MiB-aligned physical address in the region.
-    let off = (m.phys.next_multiple_of(SZ_2M as u64)) - m.phys + SZ_2M as u64;
-    check!(
-        off + len as u64 <= m.memlength,
-        "{} too small for the test",
-        m.name()
-    );
-    let markers = write_markers(ctx, m, off, len, PAGE, 0x2_0000 + m.index as u64)?;
-    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), len, SZ_2M)?;
+    let pmd = mm::pmd_pfnmap().map_err(Failure::Skip)?;
+    let page = page_size();
+    let Some((off, n)) = huge_window(m, pmd as u64, 0) else {
+        return Err(Failure::Skip(format!(
+            "{} ({:#x} bytes at PA {:#x}) holds no {}-aligned {}",
+            m.name(),
+            m.memlength,
+            m.phys,
+            size_name(pmd),
+            size_name(pmd)
+        )));
+    };
+    let len = n * pmd;
+    let markers = write_markers(ctx, m, off, len, page, 0x2_0000 + m.index as u64)?;
+    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), len, pmd)?;
     let faults = read_markers(
-        &format!("{} 2 MiB-aligned mapping", m.name()),
+        &format!("{} {}-aligned mapping", m.name(), size_name(pmd)),
         &map,
-        PAGE,
+        page,
         &markers,
     )?;
     println!(
-        "# {}: 2 MiB-aligned mapping, {} pages touched: {faults} faults",
+        "# {}: {}-aligned mapping of {} PMD(s), {} pages touched: {faults} faults",
         m.name(),
-        len / PAGE
+        size_name(pmd),
+        n,
+        len / page
     );
     check!(
-        faults <= 8,
-        "{}: touching the {} pages of a 2 MiB-aligned mapping at PA {:#x} took {faults} faults; PMD mappings take 2",
+        faults <= 4 * n as u64,
+        "{}: touching the {} pages of a {}-aligned mapping at PA {:#x} took {faults} faults; PMD mappings take {n}",
         m.name(),
-        len / PAGE,
+        len / page,
+        size_name(pmd),
         m.pa(off)
     );
     // Writes through the huge mapping reach the memory.
-    map.write_u64(SZ_2M + 5 * PAGE + 8, 0xfeed_f00d);
+    let at = (n - 1) * pmd + 5 * page + 8;
+    map.write_u64(at, 0xfeed_f00d);
     let mut b = [0u8; 8];
-    ctx.dev
-        .mem_read_exact(m, off + (SZ_2M + 5 * PAGE + 8) as u64, &mut b)?;
+    ctx.dev.mem_read_exact(m, off + at as u64, &mut b)?;
     check_eq!(
         u64::from_le_bytes(b),
         0xfeed_f00du64,
@@ -432,71 +467,103 @@ fn pmd_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     Ok(())
 }
 
-/// A 1 GiB-aligned mapping of 1 GiB at a 1 GiB-aligned physical address: one PUD entry, so
-/// touching every 2 MiB takes one fault (PMDs would take 512).
+/// A PUD-aligned mapping of one PUD (1 GiB with 4 KiB pages) at a PUD-aligned physical address:
+/// one PUD entry, so touching every PMD-sized part takes one fault (PMDs would take 512). Only
+/// where the kernel has PUD-level PFN maps (x86_64); arm64's largest entry is the PMD, which
+/// `*_pmd_*` tests at its size.
 fn pud_test(ctx: &Ctx) -> Outcome {
+    let pud = mm::pud_pfnmap().map_err(Failure::Skip)?;
+    let pmd = mm::pmd_size();
     let mut all = vec![ctx.usemem];
     all.extend(ctx.resmem);
-    let g = SZ_1G as u64;
+    let g = pud as u64;
     let Some((m, off)) = all.iter().find_map(|m| {
         let off = m.phys.next_multiple_of(g) - m.phys;
         (off + g <= m.memlength).then_some((*m, off))
     }) else {
-        return Err(Failure::Skip(
-            "no region holds a 1 GiB-aligned GiB of memory".into(),
-        ));
+        return Err(Failure::Skip(format!(
+            "no region holds a {}-aligned {} of memory",
+            size_name(pud),
+            size_name(pud)
+        )));
     };
-    let markers = write_markers(ctx, &m, off, SZ_1G, SZ_2M, 0x4_0000)?;
-    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), SZ_1G, SZ_1G)?;
+    let markers = write_markers(ctx, &m, off, pud, pmd, 0x4_0000)?;
+    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), pud, pud)?;
     let faults = read_markers(
-        &format!("{} 1 GiB-aligned mapping", m.name()),
+        &format!("{} {}-aligned mapping", m.name(), size_name(pud)),
         &map,
-        SZ_2M,
+        pmd,
         &markers,
     )?;
     println!(
-        "# {}: 1 GiB-aligned mapping, every 2 MiB touched: {faults} faults",
-        m.name()
+        "# {}: {}-aligned mapping, every {} touched: {faults} faults",
+        m.name(),
+        size_name(pud),
+        size_name(pmd)
     );
     check!(
         faults <= 4,
-        "{}: touching every 2 MiB of a 1 GiB-aligned GiB at PA {:#x} took {faults} faults; a PUD mapping takes 1",
+        "{}: touching every {} of a {}-aligned {} at PA {:#x} took {faults} faults; a PUD mapping takes 1",
         m.name(),
+        size_name(pmd),
+        size_name(pud),
+        size_name(pud),
         m.pa(off)
     );
     Ok(())
 }
 
-/// A 2 MiB-aligned virtual address over a physical address that is not: no PMD may be used
-/// (it would map the wrong memory); every page faults on its own and reads its own data.
+/// A PMD-aligned virtual address over a physical address that is not: no PMD may be used (it
+/// would map the wrong memory); every page faults on its own and reads its own data. The
+/// mapping covers one or two whole PMD-aligned PMDs of virtual addresses, one page past a
+/// PMD-aligned physical address, in usemem, or in resmem where usemem has no room for it (on
+/// arm64 with 64 KiB pages a PMD is all of the default usemem).
 fn misaligned_test(ctx: &Ctx) -> Outcome {
-    let m = ctx.usemem;
-    let len = 2 * SZ_2M;
-    let off = (m.phys.next_multiple_of(SZ_2M as u64)) - m.phys + PAGE64;
-    let markers = write_markers(ctx, &m, off, len, PAGE, 0x6_0000)?;
-    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), len, SZ_2M)?;
+    let pmd = mm::pmd_pfnmap().map_err(Failure::Skip)?;
+    let page = page_size();
+    let Some((m, off, n)) = std::iter::once(ctx.usemem)
+        .chain(ctx.resmem)
+        .find_map(|m| huge_window(&m, pmd as u64, page as u64).map(|(off, n)| (m, off, n)))
+    else {
+        return Err(Failure::Skip(format!(
+            "no region holds a {} of memory one page past a {}-aligned address",
+            size_name(pmd),
+            size_name(pmd)
+        )));
+    };
+    let len = n * pmd;
+    let markers = write_markers(ctx, &m, off, len, page, 0x6_0000)?;
+    let map = mm::mmap_shared_aligned(&ctx.dev.fd, m.at(off), len, pmd)?;
     let faults = read_markers(
-        "usemem 2 MiB-aligned mapping of a page-aligned PA",
+        &format!(
+            "{} {}-aligned mapping of a page-aligned PA",
+            m.name(),
+            size_name(pmd)
+        ),
         &map,
-        PAGE,
+        page,
         &markers,
     )?;
     println!(
-        "# usemem: 2 MiB-aligned VA over a PA that is not, {} pages touched: {faults} faults",
-        len / PAGE
+        "# {}: {}-aligned VA over a PA that is not, {} pages touched: {faults} faults",
+        m.name(),
+        size_name(pmd),
+        len / page
     );
     check!(
-        faults >= (len / PAGE) as u64,
-        "touching the {} pages of a mapping whose PA {:#x} is not 2 MiB-aligned took only {faults} faults",
-        len / PAGE,
-        m.pa(off)
+        faults >= (len / page) as u64,
+        "{}: touching the {} pages of a mapping whose PA {:#x} is not {}-aligned took only {faults} faults",
+        m.name(),
+        len / page,
+        m.pa(off),
+        size_name(pmd)
     );
     Ok(())
 }
 
 fn pagemap_test(ctx: &Ctx) -> Outcome {
     let m = ctx.usemem;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(8 * PAGE64), 4 * PAGE)?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(8 * (page_size() as u64)), 4 * page_size())?;
     map.write_u8(0, 0x5a);
     let entry = mm::pagemap_entry(map.addr())?;
     let sm = mm::smaps_of(map.addr())?.unwrap_or_default();
@@ -511,7 +578,7 @@ fn pagemap_test(ctx: &Ctx) -> Outcome {
     let pfn = entry & ((1 << 55) - 1);
     check_eq!(
         pfn,
-        m.pa(8 * PAGE64) >> 12,
+        m.pa(8 * (page_size() as u64)) >> mm::page_shift(),
         "pagemap PFN of a touched usemem page"
     );
     Ok(())
@@ -523,7 +590,11 @@ fn pagemap_test(ctx: &Ctx) -> Outcome {
 /// harmless) unless a reset is pending, see `memory_disabled_pending_reset`.
 fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     settle(ctx, m)?;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(200 * PAGE64), 8 * PAGE)?;
+    let map = mm::mmap_shared(
+        &ctx.dev.fd,
+        m.at(200 * (page_size() as u64)),
+        8 * page_size(),
+    )?;
     map.write_u64(0, 0xabcd_0000 + m.index as u64);
     let prev = ctx.dev.set_memory_enable(false)?;
     let outcome = (|| -> Outcome {
@@ -532,7 +603,7 @@ fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
             "{}: memory was not enabled before the test (Command {prev:#x})",
             m.name()
         );
-        let (end, _) = mm::touch_in_child(map.addr() + 3 * PAGE, CHILD_TIMEOUT)?;
+        let (end, _) = mm::touch_in_child(map.addr() + 3 * page_size(), CHILD_TIMEOUT)?;
         check_eq!(
             end,
             ChildEnd::Signaled(libc::SIGBUS),
@@ -547,7 +618,7 @@ fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
             m.name()
         );
         let mut b = [0u8; 8];
-        let r = ctx.dev.mem_read(m, 200 * PAGE64, &mut b);
+        let r = ctx.dev.mem_read(m, 200 * (page_size() as u64), &mut b);
         check!(
             matches!(r, Ok(8)),
             "{}: pread with memory disabled and no reset pending: {r:?}, expected 8 bytes",
@@ -557,7 +628,7 @@ fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     })();
     ctx.dev.set_memory_enable(true)?;
     outcome?;
-    let (end, _) = mm::touch_in_child(map.addr() + 3 * PAGE, CHILD_TIMEOUT)?;
+    let (end, _) = mm::touch_in_child(map.addr() + 3 * page_size(), CHILD_TIMEOUT)?;
     check_eq!(
         end,
         ChildEnd::Exited(0),
@@ -582,8 +653,11 @@ fn memory_disabled_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 /// write-combining falls back to UC- (`_PAGE_PCD`): the VMA's attribute reaches the page table
 /// unchanged (with PAT, x86 would substitute the range's memtype at fault time).
 fn cache_attribute_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
+    if let Some(why) = mm::x86_ptdump_unavailable() {
+        return Err(Failure::Skip(why));
+    }
     settle(ctx, m)?;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), PAGE)?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), page_size())?;
     map.read_u8(0);
     let entry = mm::page_table_entry(map.addr())?
         .ok_or_else(|| Failure::Fail(format!("{:#x} not in the page-table dump", map.addr())))?;
@@ -606,7 +680,11 @@ fn cache_attribute_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 
 fn memory_disabled_pending_reset_test(ctx: &Ctx) -> Outcome {
     let m = ctx.usemem;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(300 * PAGE64), 4 * PAGE)?;
+    let map = mm::mmap_shared(
+        &ctx.dev.fd,
+        m.at(300 * (page_size() as u64)),
+        4 * page_size(),
+    )?;
     ctx.dev.reset()?;
     let prev = ctx.dev.set_memory_enable(false)?;
     let outcome = (|| -> Outcome {
@@ -615,7 +693,7 @@ fn memory_disabled_pending_reset_test(ctx: &Ctx) -> Outcome {
             "memory was not enabled after the reset (Command {prev:#x})"
         );
         let mut b = [0u8; 8];
-        let r = ctx.dev.mem_read(&m, 300 * PAGE64, &mut b);
+        let r = ctx.dev.mem_read(&m, 300 * (page_size() as u64), &mut b);
         check!(
             matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EIO)),
             "pread after a reset with memory disabled: {r:?}, expected EIO"
@@ -631,7 +709,8 @@ fn memory_disabled_pending_reset_test(ctx: &Ctx) -> Outcome {
     ctx.dev.set_memory_enable(true)?;
     outcome?;
     let mut b = [0u8; 8];
-    ctx.dev.mem_read_exact(&m, 300 * PAGE64, &mut b)?;
+    ctx.dev
+        .mem_read_exact(&m, 300 * (page_size() as u64), &mut b)?;
     let (end, _) = mm::touch_in_child(map.addr(), CHILD_TIMEOUT)?;
     check_eq!(
         end,
@@ -644,15 +723,19 @@ fn memory_disabled_pending_reset_test(ctx: &Ctx) -> Outcome {
 /// VFIO_DEVICE_RESET zaps the mapping; the next touch faults again (one more minor fault),
 /// polls readiness (the model logs the driver's status reads) and finds the data, which is RAM.
 fn reset_refault_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
-    let off = 16 * PAGE64;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(off), 8 * PAGE)?;
-    let want = mm::pattern(0x7e5e7 + m.index as u64, off + 2 * PAGE64, PAGE);
-    map.write_bytes(2 * PAGE, &want);
-    let mut got = vec![0xffu8; PAGE];
+    let off = 16 * (page_size() as u64);
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(off), 8 * page_size())?;
+    let want = mm::pattern(
+        0x7e5e7 + m.index as u64,
+        off + 2 * (page_size() as u64),
+        page_size(),
+    );
+    map.write_bytes(2 * page_size(), &want);
+    let mut got = vec![0xffu8; page_size()];
     let mark = model::log_mark()?;
     ctx.dev.reset()?;
     let before = mm::minor_faults();
-    map.read_bytes(2 * PAGE, &mut got);
+    map.read_bytes(2 * page_size(), &mut got);
     let faults = mm::minor_faults() - before;
     compare(
         &format!("{}: data through the mapping after the reset", m.name()),
@@ -697,7 +780,7 @@ fn private_mapping_test(ctx: &Ctx) -> Outcome {
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                PAGE,
+                page_size(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE,
                 ctx.dev.fd.as_raw_fd(),
@@ -708,7 +791,7 @@ fn private_mapping_test(ctx: &Ctx) -> Outcome {
             Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
         } else {
             // SAFETY: The mapping just made.
-            unsafe { libc::munmap(p, PAGE) };
+            unsafe { libc::munmap(p, page_size()) };
             Ok(())
         };
         let want = if refused { Err(libc::EINVAL) } else { Ok(()) };
@@ -771,11 +854,11 @@ fn main() {
     t.test("resmem_coherence", || {
         coherence_test(&ctx, &resmem_or_skip(&ctx)?)
     });
-    t.test("usemem_pmd_2m_aligned", || pmd_test(&ctx, &use_));
-    t.test("resmem_pmd_2m_aligned", || {
+    t.test("usemem_pmd_aligned", || pmd_test(&ctx, &use_));
+    t.test("resmem_pmd_aligned", || {
         pmd_test(&ctx, &resmem_or_skip(&ctx)?)
     });
-    t.test("pud_1g_aligned", || pud_test(&ctx));
+    t.test("pud_aligned", || pud_test(&ctx));
     t.test("misaligned_pfn_falls_back_to_pages", || {
         misaligned_test(&ctx)
     });
@@ -799,7 +882,7 @@ fn main() {
     t.test("device_still_works", || {
         // A final consistency check: a fresh mapping still reads what pread reads.
         let m = ctx.usemem;
-        let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), PAGE)?;
+        let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), page_size())?;
         let mut b = [0u8; 8];
         ctx.dev.mem_read_exact(&m, 0, &mut b)?;
         check_eq!(

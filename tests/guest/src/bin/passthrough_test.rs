@@ -125,8 +125,12 @@ fn memory_bars() -> Option<Vec<(u32, Region)>> {
 
 /// Writes `words` (offset, value) into the first page of `bar` through a mapping of the device.
 fn poke(dev: &Device, bar: u32, words: &[(usize, u64)]) -> Outcome {
-    let map = mm::mmap_shared(&dev.fd, u64::from(bar) << VFIO_PCI_OFFSET_SHIFT, 4096)
-        .map_err(|e| format!("mmap of BAR{bar}: {e}"))?;
+    let map = mm::mmap_shared(
+        &dev.fd,
+        u64::from(bar) << VFIO_PCI_OFFSET_SHIFT,
+        mm::page_size(),
+    )
+    .map_err(|e| format!("mmap of BAR{bar}: {e}"))?;
     for &(off, v) in words {
         map.write_u64(off, v);
     }
@@ -135,8 +139,12 @@ fn poke(dev: &Device, bar: u32, words: &[(usize, u64)]) -> Outcome {
 
 /// Reads the word at `off` of `bar` through a mapping of the device.
 fn peek(dev: &Device, bar: u32, off: usize) -> Result<u64, Failure> {
-    let map = mm::mmap_shared(&dev.fd, u64::from(bar) << VFIO_PCI_OFFSET_SHIFT, 4096)
-        .map_err(|e| format!("mmap of BAR{bar}: {e}"))?;
+    let map = mm::mmap_shared(
+        &dev.fd,
+        u64::from(bar) << VFIO_PCI_OFFSET_SHIFT,
+        mm::page_size(),
+    )
+    .map_err(|e| format!("mmap of BAR{bar}: {e}"))?;
     Ok(map.read_u64(off))
 }
 
@@ -461,6 +469,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if std::env::consts::ARCH != "x86_64" {
+        // The inner machine is x86 (qemu-system-x86_64, SeaBIOS, tests/passthrough/stub.c).
+        Harness::skip_all(
+            "passthrough",
+            &format!(
+                "the inner machine is x86 ({QEMU}, a Multiboot stub); the arm64 passthrough test is issue 16"
+            ),
+        );
+    }
     let mut t = Harness::new(12);
     let guide = fs::read_to_string(GUIDE).unwrap_or_default();
     let bars = memory_bars().unwrap_or_default();

@@ -85,13 +85,13 @@ fn region_info_test(dev: &Device, index: u32, r: &Region) -> Outcome {
 /// memlength`). mmap_test checks the same bounds, but it runs only where memory and BAR have the
 /// same size; this runs on every geometry of the matrix.
 fn sparse_area_mmap_test(dev: &Device, index: u32, r: &Region) -> Outcome {
-    let page = mm::PAGE as u64;
+    let page = mm::page_size() as u64;
     let at = |off: u64| (base(index) + off) as i64;
     let mut cases = vec![
         (
             "the last page of memory",
             at(r.memlength - page),
-            mm::PAGE,
+            mm::page_size(),
             Ok(()),
         ),
         (
@@ -103,7 +103,7 @@ fn sparse_area_mmap_test(dev: &Device, index: u32, r: &Region) -> Outcome {
         (
             "a page at memlength",
             at(r.memlength),
-            mm::PAGE,
+            mm::page_size(),
             Err(libc::EINVAL),
         ),
     ];
@@ -111,7 +111,7 @@ fn sparse_area_mmap_test(dev: &Device, index: u32, r: &Region) -> Outcome {
         cases.push((
             "the last page of the BAR, past the memory",
             at(r.bar_size - page),
-            mm::PAGE,
+            mm::page_size(),
             Err(libc::EINVAL),
         ));
         cases.push((

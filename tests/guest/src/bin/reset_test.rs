@@ -157,7 +157,7 @@ fn first_pwrite_test(ctx: &Ctx) -> Outcome {
 fn first_fault_test(ctx: &Ctx) -> Outcome {
     require_model()?;
     let m = ctx.usemem;
-    let map = mm::mmap_shared(&ctx.dev.fd, m.at(0x10000), 4 * mm::PAGE)?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.at(0x10000), 4 * mm::page_size())?;
     map.write_u64(0, 0x1234);
     model::set_control(&[("ready_delay_ms", &DELAY.as_millis().to_string())])?;
     let t0 = mm::now();
