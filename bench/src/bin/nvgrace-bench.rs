@@ -27,6 +27,11 @@
 //! - `resmem` (`--gpu gh200`, the rig's default geometry: 1 GiB of resmem at a 1 GiB-aligned
 //!   address): pread/pwrite bandwidth of resmem and fault-in of a 1 GiB-aligned resmem mapping.
 //!
+//! The sizes follow the guest kernel's pages (`mm::page_size()`, `mm::pmd_size()`): with 4 KiB
+//! pages a PMD maps 2 MiB and a PUD 1 GiB; on arm64 with 64 KiB pages a PMD maps 512 MiB, and
+//! arm64 has no PUD-level PFN maps at any page size (`mm::pud_pfnmap()`), so the PUD runs are
+//! left out there and the metric names carry the sizes (`fault_usemem_512m_aligned`).
+//!
 //! No rig geometry holds both a 1 GiB-aligned GiB of usemem and a resmem region: with the
 //! carve-out of a GH200 (1 GiB of resmem after usemem), usemem would have to reach 2 GiB past
 //! the aperture's start at 512 MiB, and the aperture must stay in the 2 GiB of guest RAM above
@@ -51,9 +56,7 @@ use nvgrace_bench::RECORD_TAG;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::mm;
-use nvgrace_guest_tests::mm::PAGE;
-use nvgrace_guest_tests::mm::SZ_1G;
-use nvgrace_guest_tests::mm::SZ_2M;
+use nvgrace_guest_tests::mm::page_size;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::vfio;
@@ -90,7 +93,9 @@ const FAST_OPS: usize = 20_000;
 const BAR0_OPS: usize = 1_000;
 /// Bytes touched per sample of the touch-only runs, in passes over the mapping: the touch of an
 /// already faulted 128 MiB takes ~2 ms under TCG, too short to measure on a busy host.
-const TOUCH_BYTES: usize = SZ_1G;
+const TOUCH_BYTES: usize = 1 << 30;
+/// Bytes mapped by the huge-page fault-in runs.
+const HUGE_FAULT_LEN: usize = 1 << 30;
 /// The model's readiness delays after an FLR, ms (the 0, 150 and 500 ms).
 const READY_DELAYS_MS: [u64; 3] = [0, 150, 500];
 /// The guest's THP mode. It boots as `never`: the kernel turns THP off on machines with less than
@@ -179,9 +184,9 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> R<Scratch> {
-        let mut buf = Anon::new(MIB, PAGE, false)?;
+        let mut buf = Anon::new(MIB, page_size(), false)?;
         buf.slice().fill(0x5a);
-        let mut window = Anon::new(USEMEM_RW_WINDOW, SZ_2M, true)?;
+        let mut window = Anon::new(USEMEM_RW_WINDOW, mm::pmd_size(), true)?;
         window.slice().fill(0xa5);
         let path = "/tmp/nvgrace-bench.ceiling";
         let tmpfs = std::fs::OpenOptions::new()
@@ -390,7 +395,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Stores one 64-bit word at the start of every 4 KiB page of `[addr, addr + len)`, in order.
+/// Stores one 64-bit word at the start of every page of `[addr, addr + len)`, in order.
 ///
 /// # Safety
 ///
@@ -400,7 +405,7 @@ unsafe fn touch(addr: usize, len: usize) {
     while off < len {
         // SAFETY: Inside the mapping, by the function's requirements; 8-byte aligned.
         unsafe { std::ptr::write_volatile((addr + off) as *mut u64, off as u64) };
-        off += PAGE;
+        off += page_size();
     }
 }
 
@@ -613,9 +618,27 @@ fn fault_step<'a>(
     })
 }
 
-/// The first offset in `m` at a 1 GiB-aligned physical address.
-fn first_1g_offset(m: &GpuMem) -> u64 {
-    m.phys.next_multiple_of(SZ_1G as u64) - m.phys
+/// The first offset in `m` at an `align`-aligned physical address (a power of two, bytes).
+fn first_aligned_offset(m: &GpuMem, align: usize) -> u64 {
+    m.phys.next_multiple_of(align as u64) - m.phys
+}
+
+/// A size as the metric names spell it: `4k`, `2m`, `512m`, `1g`.
+fn size_tag(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{}g", b >> 30),
+        b if b >= 1 << 20 => format!("{}m", b >> 20),
+        b => format!("{}k", b >> 10),
+    }
+}
+
+/// A size for the metric descriptions: `4 KiB`, `2 MiB`, `1 GiB`.
+fn size_name(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b => format!("{} KiB", b >> 10),
+    }
 }
 
 /// A step that only gives a sample.
@@ -623,26 +646,37 @@ fn plain<'a>(mut f: impl FnMut(&mut Scratch, Option<&Open>) -> R<f64> + 'a) -> S
     Box::new(move |s, o| Ok((f(s, o)?, Value::Null)))
 }
 
-/// The ceiling's page touches on anonymous memory: fault-in with THP and with 4 KiB pages, and
-/// the touch of memory already faulted in.
+/// The ceiling's page touches on anonymous memory: fault-in with THP and with base pages, and
+/// the touch of memory already faulted in. The THP run is left out where a PMD does not fit in
+/// [`ANON_LEN`] (512 MiB with 64 KiB pages).
 fn ceiling_touch_steps<'a>() -> Vec<(Metric, Step<'a>)> {
+    let (page, pmd) = (page_size(), mm::pmd_size());
     let mut v: Vec<(Metric, Step<'a>)> = Vec::new();
-    for (name, thp, what) in [
-        (
-            "ceiling_fault_anon_thp",
+    let mut runs = Vec::new();
+    if pmd <= ANON_LEN {
+        runs.push((
+            "ceiling_fault_anon_thp".to_string(),
             true,
-            "touch every page of a fresh 128 MiB anonymous mapping, 2 MiB-aligned, MADV_HUGEPAGE (THP faults, each zeroes 2 MiB)",
+            format!(
+                "touch every page of a fresh 128 MiB anonymous mapping, {}-aligned, MADV_HUGEPAGE (THP faults, each zeroes {})",
+                size_name(pmd),
+                size_name(pmd)
+            ),
+        ));
+    }
+    runs.push((
+        format!("ceiling_fault_anon_{}", size_tag(page)),
+        false,
+        format!(
+            "touch every page of a fresh 128 MiB anonymous mapping, MADV_NOHUGEPAGE ({} faults, each zeroes a page)",
+            size_name(page)
         ),
-        (
-            "ceiling_fault_anon_4k",
-            false,
-            "touch every page of a fresh 128 MiB anonymous mapping, MADV_NOHUGEPAGE (4 KiB faults, each zeroes a page)",
-        ),
-    ] {
+    ));
+    for (name, thp, what) in runs {
         v.push((
             rate(name, "ceiling", what),
             Box::new(move |_, _| {
-                let a = Anon::new(ANON_LEN, SZ_2M, thp)?;
+                let a = Anon::new(ANON_LEN, pmd, thp)?;
                 // SAFETY: A private anonymous mapping that only this code uses.
                 unsafe { fault_in(a.addr, a.len) }
             }),
@@ -654,8 +688,8 @@ fn ceiling_touch_steps<'a>() -> Vec<(Metric, Step<'a>)> {
             "ceiling",
             "touch every page of a 128 MiB anonymous mapping already faulted in (no faults), 8 times",
         ),
-        Box::new(|_, _| {
-            let a = Anon::new(ANON_LEN, SZ_2M, true)?;
+        Box::new(move |_, _| {
+            let a = Anon::new(ANON_LEN, pmd, true)?;
             // SAFETY: A private anonymous mapping that only this code uses.
             unsafe {
                 touch(a.addr, a.len);
@@ -964,43 +998,89 @@ fn closed_steps<'a>() -> Vec<(Metric, Step<'a>)> {
     ]
 }
 
+/// The largest entry a PFN map gets on this kernel: the PUD where there are PUD-level PFN maps
+/// (x86_64: 1 GiB), else the PMD (arm64: 2 MiB with 4 KiB pages, 512 MiB with 64 KiB).
+fn top_entry() -> usize {
+    mm::pud_pfnmap().unwrap_or_else(|_| mm::pmd_size())
+}
+
 fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
-    let pmd = |m: &GpuMem| first_1g_offset(m) + SZ_2M as u64;
-    let mut faults: Vec<(Metric, Step<'_>)> = vec![
+    let (page, pmd, top) = (page_size(), mm::pmd_size(), top_entry());
+    // PMD runs start one PMD past the first `top`-aligned address: PMD- but not PUD-aligned
+    // where there are PUDs.
+    let pmd_off = move |m: &GpuMem| first_aligned_offset(m, top) + pmd as u64;
+    let mut faults: Vec<(Metric, Step<'_>)> = Vec::new();
+    match mm::pud_pfnmap() {
+        Ok(pud) => faults.push((
+            rate(
+                format!("fault_usemem_{}_aligned", size_tag(pud)),
+                "fault-in",
+                format!(
+                    "touch every {} page of a fresh {} usemem mapping whose VA and PA are {}-aligned (PUD faults)",
+                    size_name(page),
+                    size_name(HUGE_FAULT_LEN),
+                    size_name(pud)
+                ),
+            ),
+            fault_step(
+                false,
+                move |m| first_aligned_offset(m, pud),
+                HUGE_FAULT_LEN,
+                pud,
+            ),
+        )),
+        Err(why) => println!("# no PUD fault-in runs: {why}"),
+    }
+    faults.extend([
         (
             rate(
-                "fault_usemem_1g_aligned",
+                format!("fault_usemem_{}_aligned", size_tag(pmd)),
                 "fault-in",
-                "touch every 4 KiB page of a fresh 1 GiB usemem mapping whose VA and PA are 1 GiB-aligned (PUD faults)",
+                format!(
+                    "touch every {} page of a fresh {} usemem mapping whose VA and PA are {}-aligned{} (PMD faults)",
+                    size_name(page),
+                    size_name(HUGE_FAULT_LEN),
+                    size_name(pmd),
+                    if top > pmd {
+                        format!(", not {}", size_name(top))
+                    } else {
+                        String::new()
+                    }
+                ),
             ),
-            fault_step(false, first_1g_offset, SZ_1G, SZ_1G),
-        ),
-        (
-            rate(
-                "fault_usemem_2m_aligned",
-                "fault-in",
-                "touch every 4 KiB page of a fresh 1 GiB usemem mapping whose VA and PA are 2 MiB-aligned, not 1 GiB (PMD faults)",
-            ),
-            fault_step(false, pmd, SZ_1G, SZ_2M),
+            fault_step(false, pmd_off, HUGE_FAULT_LEN, pmd),
         ),
         (
             rate(
                 "fault_usemem_unaligned",
                 "fault-in",
-                "touch every 4 KiB page of a fresh 128 MiB usemem mapping whose PA is only page-aligned (PTE faults)",
+                format!(
+                    "touch every {} page of a fresh 128 MiB usemem mapping whose PA is only page-aligned (PTE faults)",
+                    size_name(page)
+                ),
             ),
-            fault_step(false, move |m| pmd(m) + PAGE as u64, PTE_FAULT_LEN, SZ_2M),
+            fault_step(
+                false,
+                move |m| pmd_off(m) + page as u64,
+                PTE_FAULT_LEN,
+                pmd,
+            ),
         ),
         (
             rate(
                 "touch_usemem_mapped",
                 "fault-in",
-                "touch every 4 KiB page of the 1 GiB-aligned usemem mapping again, all faulted in (no faults)",
+                format!(
+                    "touch every {} page of the {}-aligned usemem mapping again, all faulted in (no faults)",
+                    size_name(page),
+                    size_name(top)
+                ),
             ),
-            Box::new(|_, o| {
+            Box::new(move |_, o| {
                 let o = need(o)?;
-                let g = first_1g_offset(&o.usemem);
-                let map = mm::mmap_shared_aligned(&o.dev.fd, o.usemem.at(g), SZ_1G, SZ_1G)?;
+                let g = first_aligned_offset(&o.usemem, top);
+                let map =
+                    mm::mmap_shared_aligned(&o.dev.fd, o.usemem.at(g), HUGE_FAULT_LEN, top)?;
                 // SAFETY: A shared writable mapping of GPU memory that only this code uses.
                 unsafe {
                     touch(map.addr(), map.len());
@@ -1008,7 +1088,7 @@ fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
                 }
             }),
         ),
-    ];
+    ]);
     faults.extend(ceiling_touch_steps());
     b.run(Needs::Device, scratch, faults);
     b.run(Needs::Device, scratch, rw_steps(false));
@@ -1044,13 +1124,25 @@ fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
 
 fn suite_resmem(b: &mut Bench, scratch: &mut Scratch) {
     let mut steps = rw_steps(true);
+    let top = top_entry();
     steps.push((
         rate(
-            "fault_resmem_1g_aligned",
+            format!("fault_resmem_{}_aligned", size_tag(top)),
             "fault-in",
-            "touch every 4 KiB page of a fresh 1 GiB resmem mapping (write-combining) whose VA and PA are 1 GiB-aligned (PUD faults)",
+            format!(
+                "touch every {} page of a fresh {} resmem mapping (write-combining) whose VA and PA are {}-aligned ({} faults)",
+                size_name(page_size()),
+                size_name(HUGE_FAULT_LEN),
+                size_name(top),
+                if mm::pud_pfnmap().is_ok() { "PUD" } else { "PMD" }
+            ),
         ),
-        fault_step(true, first_1g_offset, SZ_1G, SZ_1G),
+        fault_step(
+            true,
+            move |m| first_aligned_offset(m, top),
+            HUGE_FAULT_LEN,
+            top,
+        ),
     ));
     b.run(Needs::Device, scratch, steps);
 }
