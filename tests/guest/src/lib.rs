@@ -13,6 +13,7 @@ pub mod kmemleak;
 mod layout;
 pub mod mm;
 pub mod model;
+pub mod pgattr;
 pub mod sys;
 pub mod tap;
 pub mod vfio;
