@@ -124,6 +124,11 @@ const SPLAT_MARKERS: &[&str] = &[
     "Oops",
     "general protection fault",
     "Call Trace:",
+    // arm64: dump_backtrace() (arch/arm64/kernel/stacktrace.c), kernel faults
+    // (arch/arm64/mm/fault.c die_kernel_fault()), SErrors (arch/arm64/kernel/traps.c).
+    "Call trace:",
+    "Unable to handle kernel",
+    "SError Interrupt",
     "possible circular locking dependency",
     "possible recursive locking",
     "inconsistent lock state",
@@ -138,7 +143,8 @@ const SPLAT_MARKERS: &[&str] = &[
 
 /// The header of lockdep's report of a circular locking dependency.
 const LOCKDEP_CIRCULAR: &str = "WARNING: possible circular locking dependency detected";
-/// The line that ends a report's stack backtrace.
+/// The line that ends a report's stack backtrace on x86 (arm64 has none: its reports are taken
+/// to [`REPORT_MAX_LINES`]).
 const TRACE_END: &str = "</TASK>";
 /// Lines a lockdep report takes at most (header, chain, scenario, locks held, backtrace).
 const REPORT_MAX_LINES: usize = 200;
