@@ -78,7 +78,7 @@ fn regions_test(ctx: &Ctx) -> Outcome {
     let want = uapi::VFIO_REGION_INFO_FLAG_READ
         | uapi::VFIO_REGION_INFO_FLAG_WRITE
         | uapi::VFIO_REGION_INFO_FLAG_MMAP;
-    let page = mm::page_size() as u64;
+    let page = page_size() as u64;
     let mut all = vec![ctx.usemem];
     all.extend(ctx.resmem);
     for m in &all {
@@ -149,7 +149,7 @@ fn whole_region_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 }
 
 fn smaps_flags_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
-    let map = mm::mmap_shared(&ctx.dev.fd, m.fd_offset, 4 * mm::page_size())?;
+    let map = mm::mmap_shared(&ctx.dev.fd, m.fd_offset, 4 * page_size())?;
     map.read_u8(0);
     let sm = mm::smaps_of(map.addr())?
         .ok_or_else(|| Failure::Fail(format!("no smaps entry for {:#x}", map.addr())))?;
@@ -171,7 +171,7 @@ fn bounds_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     let fd = &ctx.dev.fd;
     let at = |off: u64| m.at(off) as i64;
     let len = m.memlength as usize;
-    let (page, page64) = (mm::page_size(), mm::page_size() as u64);
+    let (page, page64) = (page_size(), page_size() as u64);
     let mut cases = vec![
         (
             "whole memory plus a page",
@@ -227,7 +227,7 @@ fn bounds_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 fn overflow_test(ctx: &Ctx) -> Outcome {
     let fd = &ctx.dev.fd;
     let m = &ctx.usemem;
-    let (page, page64) = (mm::page_size(), mm::page_size() as u64);
+    let (page, page64) = (page_size(), page_size() as u64);
     let cases: Vec<(&str, i64, usize, Result<(), i32>)> = vec![
         (
             "last page of the 2^40 window, two pages",
@@ -290,7 +290,7 @@ fn compare(what: &str, got: &[u8], want: &[u8]) -> Outcome {
 
 fn partial_mapping_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
     let seed = 0x5eed_0000 + m.index as u64;
-    let (page, page64) = (mm::page_size(), mm::page_size() as u64);
+    let (page, page64) = (page_size(), page_size() as u64);
     for (first_page, pages) in [(37u64, 5usize), (m.memlength / page64 - 3, 3)] {
         let off = first_page * page64;
         let want = mm::pattern(seed, off, pages * page);
@@ -308,7 +308,7 @@ fn partial_mapping_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
 }
 
 fn coherence_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
-    let page_len = mm::page_size();
+    let page_len = page_size();
     let base = 100 * page_len as u64;
     let map = mm::mmap_shared(&ctx.dev.fd, m.at(base), 16 * page_len)?;
     let page = |p: usize| base + (p * page_len) as u64;
