@@ -6,7 +6,8 @@
 # kernel (scripts/build-kernel). `make CLIPPY=1` builds with Clippy.
 #
 # The test rig (see README.md):
-#   make demo     boot the guest, bind the emulated GH200 to this driver, show what a user sees
+#   make demo     boot the guest, bind the emulated GH200 to this driver, show what a user sees;
+#                 `make demo ARCH=arm64 [PAGE_SIZE=64k]` on the emulated Grace (arm64)
 #   make check    every test; ends with "N passed, N failed"
 #   make check-debug  the same on the debug kernel (scripts/kconfig/debug.config: lockdep, KASAN,
 #                 kmemleak), with a kmemleak scan after every guest run
@@ -32,7 +33,7 @@ kdir:
 	@test -n "$(KDIR)" || { echo "no kernel build tree: pass KDIR=<dir> or run scripts/build-kernel" >&2; exit 1; }
 
 demo:
-	scripts/demo
+	scripts/demo $(if $(ARCH),--arch $(ARCH)) $(if $(PAGE_SIZE),--page-size $(PAGE_SIZE))
 
 check:
 	scripts/check

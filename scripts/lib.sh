@@ -28,20 +28,49 @@ log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 warn() { log "warning: $*"; }
 
-# The rig kernel's flavour, for every script: RIG_FLAVOUR unset or empty for the rig kernel,
-# "debug" for the same sources with the checkers of scripts/kconfig/debug.config (lockdep, KASAN,
-# kmemleak; `make check-debug`). Each flavour has its own kernel build (the fragment joins
-# build-kernel's key) and its own artifacts directory (the modules and test programs built
-# against that kernel).
-RIG_FLAVOUR=${RIG_FLAVOUR:-}
-case "$RIG_FLAVOUR" in
-"") FLAVOUR_FRAGMENTS=() ARTIFACTS=$CACHE/artifacts ;;
-debug) FLAVOUR_FRAGMENTS=("$ROOT/scripts/kconfig/debug.config") ARTIFACTS=$CACHE/artifacts-debug ;;
-*) die "RIG_FLAVOUR must be empty or debug, not '$RIG_FLAVOUR'" ;;
-esac
+# The rig kernel, for every script: RIG_ARCH (x86_64, the default, or arm64: the emulated Grace),
+# RIG_PAGE_SIZE (4k, the default, or 64k; arm64 only) and RIG_FLAVOUR (unset or empty for the rig
+# kernel, "debug" for the same sources with the checkers of scripts/kconfig/debug.config: lockdep,
+# KASAN, kmemleak; `make check-debug`; x86_64 only). Each combination has its own kernel build
+# (its fragments join build-kernel's key) and its own artifacts directory (the modules and test
+# programs built against that kernel). scripts/vm-run sets the first two from --arch and
+# --page-size (and calls rig_select again).
+rig_select() {
+	RIG_ARCH=${RIG_ARCH:-x86_64}
+	RIG_PAGE_SIZE=${RIG_PAGE_SIZE:-4k}
+	RIG_FLAVOUR=${RIG_FLAVOUR:-}
+	export RIG_ARCH RIG_PAGE_SIZE RIG_FLAVOUR
+	case "$RIG_ARCH/$RIG_PAGE_SIZE" in
+	x86_64/4k) KERNEL_FRAGMENTS=() ARTIFACTS=$CACHE/artifacts ;;
+	arm64/4k) KERNEL_FRAGMENTS=() ARTIFACTS=$CACHE/artifacts-arm64-4k ;;
+	arm64/64k) KERNEL_FRAGMENTS=("$ROOT/scripts/kconfig/arm64-64k.config") ARTIFACTS=$CACHE/artifacts-arm64-64k ;;
+	*) die "RIG_ARCH/RIG_PAGE_SIZE must be x86_64/4k, arm64/4k or arm64/64k, not '$RIG_ARCH/$RIG_PAGE_SIZE'" ;;
+	esac
+	case "$RIG_FLAVOUR" in
+	"") ;;
+	debug)
+		[ "$RIG_ARCH" = x86_64 ] || die "the debug flavour is an x86_64 kernel"
+		KERNEL_FRAGMENTS+=("$ROOT/scripts/kconfig/debug.config") ARTIFACTS=$CACHE/artifacts-debug ;;
+	*) die "RIG_FLAVOUR must be empty or debug, not '$RIG_FLAVOUR'" ;;
+	esac
+	# The kernel's ARCH, the Rust target of the guest's programs, and Debian's name of the
+	# architecture (for its packages).
+	case "$RIG_ARCH" in
+	x86_64) KARCH=x86 GUEST_TARGET=x86_64-unknown-linux-gnu DEB_ARCH=amd64 ;;
+	arm64) KARCH=arm64 GUEST_TARGET=aarch64-unknown-linux-gnu DEB_ARCH=arm64 ;;
+	esac
+	# The module is built in the checkout for the x86_64 rig kernel (what `make` in the checkout
+	# does), and in a copy of the sources for every other kernel: objects built against one kernel
+	# must never be taken for another's.
+	[ "$RIG_ARCH/$RIG_PAGE_SIZE/$RIG_FLAVOUR" = x86_64/4k/ ] && MODULE_TREE=$ROOT || MODULE_TREE=$ARTIFACTS/module
+}
+rig_select
 
-# rig_kernel: builds (if needed) the x86_64 kernel of the flavour and prints its build directory.
-rig_kernel() { "$ROOT/scripts/build-kernel" x86_64 "${FLAVOUR_FRAGMENTS[@]}"; }
+# rig_kernel: builds (if needed) the rig kernel selected above and prints its build directory.
+rig_kernel() { "$ROOT/scripts/build-kernel" "$RIG_ARCH" "${KERNEL_FRAGMENTS[@]}"; }
+# rig_kernel_if_built: prints that build directory if the build is complete, else fails; never
+# builds anything.
+rig_kernel_if_built() { "$ROOT/scripts/build-kernel" --print-if-built "$RIG_ARCH" "${KERNEL_FRAGMENTS[@]}"; }
 
 # hash_of FILE...: a short content hash of the given files (and strings given as "=text").
 hash_of() {
