@@ -32,6 +32,7 @@ use crate::vfio::core_device::PciConfig;
 use crate::vfio::core_device::PciDeviceOps;
 use crate::vfio::core_device::ProbeBar0;
 use crate::vfio::core_device::Registered;
+use crate::vfio::gpu_memory::GpuMemory;
 use crate::vfio::kmap::KernelMap;
 use crate::vfio::memory_failure::PfnRange;
 use crate::vfio::ops;
@@ -61,10 +62,6 @@ const DVSEC_BITMAP_OFFSET: u16 = 0xA;
 /// `MIG_SUPPORTED_WITH_CACHED_RESMEM`).
 const MIG_SUPPORTED_WITH_CACHED_RESMEM: u16 = 1 << 0;
 
-/// The ACPI `_DSD` (or device-tree) properties that describe the GPU memory.
-const MEM_BASE_PROPERTY: &CStr = c"nvidia,gpu-mem-base-pa";
-const MEM_SIZE_PROPERTY: &CStr = c"nvidia,gpu-mem-size";
-
 /// The kernel mappings the `read`/`write` path makes on first use, dropped on close.
 #[derive(Default)]
 pub(crate) struct KernelMaps {
@@ -77,6 +74,9 @@ pub(crate) struct KernelMaps {
 pub(crate) struct NvGraceGpu {
     /// The GPU memory regions; `None` on the plain vfio-pci-core path (no `_DSD` memory).
     pub(crate) layout: Option<Layout>,
+    /// The memory of `layout`'s usemem and resmem, as the ranges the driver may map.
+    usemem_mem: Option<GpuMemory>,
+    resmem_mem: Option<GpuMemory>,
     /// Config-space offset of the CXL Device DVSEC; `None`: readiness is read from BAR0.
     pub(crate) cxl_dvsec: Option<u16>,
     /// A reset happened: the next access to GPU memory waits for readiness first (set by the
@@ -122,6 +122,15 @@ impl NvGraceGpu {
             region_index::BAR2 => layout.resmem.as_ref().map(|r| (Which::Resmem, r)),
             _ => None,
         }
+    }
+
+    /// The memory of an emulated region, to map or export.
+    pub(crate) fn memory(&self, which: Which) -> Result<&GpuMemory> {
+        match which {
+            Which::Usemem => self.usemem_mem.as_ref(),
+            Which::Resmem => self.resmem_mem.as_ref(),
+        }
+        .ok_or(EINVAL)
     }
 }
 
@@ -194,15 +203,6 @@ impl NvGraceGpu {
 
 /// Probe (upstream `nvgrace_gpu_probe()` and helpers).
 impl NvGraceGpu {
-    /// The GPU memory from firmware: `Some((base, size))` in bytes, or `None` (absent properties
-    /// or size 0, which firmware reports when the C2C link is down): plain vfio-pci-core then.
-    fn fetch_memory_property(pdev: &pci::Device<device::Core<'_>>) -> Option<(u64, u64)> {
-        let fwnode = pdev.as_ref().fwnode()?;
-        let base = fwnode.property_read::<u64>(MEM_BASE_PROPERTY).optional()?;
-        let size = fwnode.property_read::<u64>(MEM_SIZE_PROPERTY).optional()?;
-        (size != 0).then_some((base, size))
-    }
-
     /// Whether the part has the MIG hardware bug: yes unless the NVIDIA GPU capability DVSEC
     /// says MIG works with cached resmem.
     fn has_mig_hw_bug(config: PciConfig<'_>) -> bool {
@@ -234,7 +234,17 @@ impl NvGraceGpu {
         }
     }
 
-    fn new(layout: Option<Layout>, cxl_dvsec: Option<u16>) -> impl PinInit<Self, Error> {
+    fn new(
+        layout: Option<Layout>,
+        mem: Option<GpuMemory>,
+        cxl_dvsec: Option<u16>,
+    ) -> impl PinInit<Self, Error> {
+        let region_mem = |r: &MemRegion| mem.and_then(|m| m.sub_range(r.memphys, r.memlength));
+        let usemem_mem = layout.as_ref().and_then(|l| region_mem(&l.usemem));
+        let resmem_mem = layout
+            .as_ref()
+            .and_then(|l| l.resmem.as_ref())
+            .and_then(region_mem);
         let bars = EmuBars {
             resmem: layout
                 .and_then(|l| l.resmem)
@@ -243,6 +253,8 @@ impl NvGraceGpu {
         };
         try_pin_init!(Self {
             layout,
+            usemem_mem,
+            resmem_mem,
             cxl_dvsec,
             reset_done: AtomicBool::new(false),
             bars <- new_mutex!(bars),
@@ -260,7 +272,9 @@ impl Driver for NvGraceGpu {
 
     fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self>> {
         let dev = pdev.as_ref();
-        let mem = Self::fetch_memory_property(pdev);
+        // No memory described (absent properties, or size 0, which firmware reports when the C2C
+        // link is down): plain vfio-pci-core.
+        let mem = GpuMemory::from_firmware(pdev);
         let vdev = CoreDevice::<Self>::alloc(
             pdev,
             if mem.is_some() {
@@ -283,7 +297,8 @@ impl Driver for NvGraceGpu {
 
         let mut vdev = vdev;
         let layout = match mem {
-            Some((base, size)) => {
+            Some(m) => {
+                let (base, size) = (m.phys(), m.len());
                 let bug = Self::has_mig_hw_bug(config);
                 let layout = Layout::new(base, size, bug).map_err(|e| {
                     dev_err!(dev, "cannot present {size:#x} bytes of GPU memory at {base:#x} (MIG bug: {bug}): {e:?}\n");
@@ -300,7 +315,7 @@ impl Driver for NvGraceGpu {
                 None
             }
         };
-        vdev.init_data(Self::new(layout, cxl_dvsec))?
+        vdev.init_data(Self::new(layout, mem, cxl_dvsec))?
             .register()
             .inspect_err(|e| {
                 dev_err!(
@@ -423,7 +438,7 @@ impl VariantOps for NvGraceGpu {
         // The P2P properties of GPU memory are those of BAR0 (and Grace ignores the caching
         // attribute programmed in the SMMU), so both regions export with BAR0's provider.
         match vdev.data().region(req.region_index().into()) {
-            Some((_, r)) => req.fill_with_bar0_provider(vdev, r.memphys, r.memlength),
+            Some((which, _)) => req.fill_with_bar0_provider(vdev, vdev.data().memory(which)?),
             None => req.fill_from_core(vdev),
         }
     }
@@ -471,9 +486,13 @@ impl NvGraceGpu {
         if !may_touch_emulated(offset, count) {
             return vdev.core_write(buf, count, pos);
         }
-        let mut bars = vdev.data().bars.lock();
-        let Some((start, end)) = bars.write_span(offset, count) else {
-            drop(bars);
+        // Which bytes land in emulated registers depends only on which BARs are emulated, fixed
+        // at probe. The user bytes are copied before `bars` is taken: the copy may fault, and
+        // the buffer may be a mapping of this device whose fault waits for readiness (up to
+        // the 30 s budget) with every other config access of the BAR registers waiting behind
+        // the mutex.
+        let span = vdev.data().bars.lock().write_span(offset, count);
+        let Some((start, end)) = span else {
             return vdev.core_write(buf, count, pos);
         };
         // At most the two 8-byte registers.
@@ -482,7 +501,12 @@ impl NvGraceGpu {
         UserSlice::new(buf.wrapping_byte_add(start), data.len())
             .reader()
             .read_slice(data)?;
-        let consumed = bars.write(offset + start as u64, data).unwrap_or(0);
+        let consumed = vdev
+            .data()
+            .bars
+            .lock()
+            .write(offset + start as u64, data)
+            .unwrap_or(0);
         *pos += consumed as i64;
         Ok(consumed)
     }

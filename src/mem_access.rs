@@ -47,18 +47,13 @@ fn with_kmap<R>(
     f: impl FnOnce(&KernelMap) -> Result<R>,
 ) -> Result<R> {
     let me = vdev.data();
-    let layout = me.layout.as_ref().ok_or(EINVAL)?;
     let mut maps = me.kmaps.lock();
-    let (slot, region, caching) = match which {
-        Which::Usemem => (&mut maps.usemem, &layout.usemem, Caching::WriteBack),
-        Which::Resmem => (
-            &mut maps.resmem,
-            layout.resmem.as_ref().ok_or(EINVAL)?,
-            Caching::WriteCombine,
-        ),
+    let (slot, caching) = match which {
+        Which::Usemem => (&mut maps.usemem, Caching::WriteBack),
+        Which::Resmem => (&mut maps.resmem, Caching::WriteCombine),
     };
     if slot.is_none() {
-        *slot = Some(KernelMap::new(region.memphys, region.memlength, caching)?);
+        *slot = Some(KernelMap::new(me.memory(which)?, caching)?);
     }
     match slot {
         Some(map) => f(map),

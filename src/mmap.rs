@@ -76,7 +76,10 @@ impl FaultHandler for NvGraceGpu {
 
     fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> u32 {
         let vma = fault.vma();
-        let Some((_, region)) = vdev.data().region(vma_index(vma)) else {
+        let Some((which, region)) = vdev.data().region(vma_index(vma)) else {
+            return fault_result::SIGBUS;
+        };
+        let Ok(mem) = vdev.data().memory(which) else {
             return fault_result::SIGBUS;
         };
         let addr = fault.address() & !((1u64 << (PAGE_SHIFT + order)) - 1);
@@ -100,7 +103,7 @@ impl FaultHandler for NvGraceGpu {
                 return fault_result::SIGBUS;
             }
             match NvGraceGpu::check_ready(vdev, &guard) {
-                Ok(()) => return guard.insert_pfn(fault, pfn, order),
+                Ok(()) => return guard.insert_pfn(fault, mem, pfn, order),
                 // A reset raced with the wait: wait again rather than fail.
                 Err(e) if e == EAGAIN => continue,
                 Err(_) => return fault_result::SIGBUS,

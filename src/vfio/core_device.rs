@@ -199,12 +199,16 @@ impl<T> CoreDevice<T> {
 
     /// Reads the 32-bit BAR0 register at `offset` bytes through vfio-pci-core's mapping.
     ///
-    /// Returns `ENODEV` when BAR0 is not mapped (the device is not open) and `EINVAL` when the
-    /// register is outside BAR0.
+    /// Returns `ENODEV` when BAR0 is not mapped (the device is not open, or vfio-pci-core could
+    /// not request or map it) and `EINVAL` when the register is outside BAR0.
     pub(crate) fn bar0_read32(&self, offset: usize) -> Result<u32> {
-        // SAFETY: The core device is valid; `barmap[0]` is set by `vfio_pci_core_enable()` and
-        // cleared by disable, which vfio does not run while a file operation is in progress.
+        // SAFETY: The core device is valid. `barmap[0]` is NULL while the device is closed;
+        // `vfio_pci_core_enable()` sets it to BAR0's mapping or, when BAR0 cannot be requested or
+        // mapped, to an `IOMEM_ERR_PTR()` (vfio_pci_core_map_bars()), and disable sets it back to
+        // NULL, which vfio does not run while a file operation is in progress.
         let io = unsafe { (*self.as_raw()).barmap[0] };
+        // An error pointer is not a mapping: test it before the address is used.
+        let io = from_err_ptr(io).map_err(|_| ENODEV)?;
         if io.is_null() {
             return Err(ENODEV);
         }
@@ -214,8 +218,8 @@ impl<T> CoreDevice<T> {
         {
             return Err(EINVAL);
         }
-        // SAFETY: `io` maps all of BAR0 (vfio-pci-core maps whole BARs) and the register lies
-        // inside it.
+        // SAFETY: `io` is neither NULL nor an error pointer, so it is vfio-pci-core's
+        // `pci_iomap()` of all of BAR0 (whole BARs), and the register lies inside it.
         Ok(unsafe { bindings::nvgrace_helper_ioread32(io.byte_add(offset)) })
     }
 
@@ -522,10 +526,21 @@ impl<T> MemoryReadGuard<'_, T> {
         unsafe { (*self.dev.as_raw()).pm_runtime_engaged }
     }
 
-    /// Inserts `pfn` at the faulting address with `vfio_pci_vmf_insert_pfn()`, which checks
-    /// again that memory is enabled; returns its `vm_fault_t`.
-    pub(crate) fn insert_pfn(&self, fault: &super::vma::Fault, pfn: u64, order: u32) -> u32 {
-        // SAFETY: `memory_lock` is held as vfio-pci-core requires; `fault` is a live fault.
+    /// Inserts the `1 << order` pages at `pfn` at the faulting address with
+    /// `vfio_pci_vmf_insert_pfn()`, which checks again that memory is enabled; returns its
+    /// `vm_fault_t`, or `VM_FAULT_SIGBUS` when the pages are not all inside `mem`.
+    pub(crate) fn insert_pfn(
+        &self,
+        fault: &super::vma::Fault,
+        mem: &super::gpu_memory::GpuMemory,
+        pfn: u64,
+        order: u32,
+    ) -> u32 {
+        if order >= u64::BITS || !mem.contains_pages(pfn, 1 << order, super::vma::PAGE_SHIFT) {
+            return super::vma::fault_result::SIGBUS;
+        }
+        // SAFETY: `memory_lock` is held as vfio-pci-core requires; `fault` is a live fault; the
+        // pages are GPU memory (the type invariant of `mem`), which user space may map.
         unsafe {
             bindings::vfio_pci_vmf_insert_pfn(
                 self.dev.as_raw(),

@@ -14,6 +14,7 @@ use kernel::uaccess::UserPtr;
 
 use super::bindings;
 use super::core_device::CoreDevice;
+use super::gpu_memory::GpuMemory;
 use super::uaccess::NoPageFaults;
 
 /// How a region is mapped into the kernel.
@@ -25,11 +26,11 @@ pub(crate) enum Caching {
     WriteCombine,
 }
 
-/// A kernel mapping of `len` bytes of physical memory.
+/// A kernel mapping of a range of GPU memory.
 ///
 /// # Invariants
 ///
-/// `addr` maps `len` bytes with `caching`, from `memremap()` for write-back or `ioremap_wc()`
+/// `addr` maps the `len` bytes of a [`GpuMemory`] with `caching`, from `memremap()` for write-back or `ioremap_wc()`
 /// for write-combining, until drop.
 pub(crate) struct KernelMap {
     addr: NonNull<c_void>,
@@ -44,10 +45,14 @@ unsafe impl Send for KernelMap {}
 unsafe impl Sync for KernelMap {}
 
 impl KernelMap {
-    /// Maps `len` bytes at physical address `phys`. Returns `ENOMEM` when the mapping fails.
-    pub(crate) fn new(phys: u64, len: u64, caching: Caching) -> Result<Self> {
-        let len = usize::try_from(len).map_err(|_| EOVERFLOW)?;
-        // SAFETY: Mapping physical memory has no preconditions; failure returns NULL.
+    /// Maps the GPU memory `mem`. Returns `EOVERFLOW` when it does not fit the address space
+    /// and `ENOMEM` when the mapping fails.
+    pub(crate) fn new(mem: &GpuMemory, caching: Caching) -> Result<Self> {
+        let phys = mem.phys();
+        let len = usize::try_from(mem.len()).map_err(|_| EOVERFLOW)?;
+        // SAFETY: `mem` is GPU memory (its type invariant), not RAM the kernel manages, so a
+        // second mapping of it with `caching` aliases nothing the kernel relies on; failure
+        // returns NULL.
         let addr = unsafe {
             match caching {
                 Caching::WriteBack => bindings::memremap(phys, len, bindings::MEMREMAP_WB as usize),

@@ -5,6 +5,7 @@
 
 mod bindings;
 pub(crate) mod core_device;
+pub(crate) mod gpu_memory;
 pub(crate) mod kmap;
 pub(crate) mod memory_failure;
 pub(crate) mod ops;

@@ -20,6 +20,7 @@ use super::bindings;
 use super::core_device::CoreDevice;
 use super::core_device::DeviceOps;
 use super::core_device::PciDeviceOps;
+use super::gpu_memory::GpuMemory;
 use super::vma::Vma;
 
 /// `struct vfio_region_info`: the fixed part of a `VFIO_DEVICE_GET_REGION_INFO` reply.
@@ -104,16 +105,17 @@ impl DmabufRequest {
         self.region_index
     }
 
-    /// Answers for `len` bytes of memory at physical address `phys`, with BAR0's p2pdma provider
+    /// Answers for the GPU memory `mem`, with BAR0's p2pdma provider
     /// (`pcim_p2pdma_provider(pdev, 0)`; `EINVAL` if it has none) and the requested ranges
     /// checked against it (`vfio_pci_core_fill_phys_vec()`).
     pub(crate) fn fill_with_bar0_provider<T>(
         &mut self,
         vdev: &CoreDevice<T>,
-        phys: u64,
-        len: u64,
+        mem: &GpuMemory,
     ) -> Result {
-        // SAFETY: The PCI device is valid; `provider` is the caller's output slot.
+        let (phys, len) = (mem.phys(), mem.len());
+        // SAFETY: The PCI device is valid; `provider` is the caller's output slot; the range is
+        // GPU memory (the type invariant of `mem`), which may be exported.
         unsafe {
             let provider = bindings::pcim_p2pdma_provider(vdev.pdev_raw(), 0);
             if provider.is_null() {

@@ -81,6 +81,11 @@ pub(crate) trait Driver {
 
 /// A registered `struct pci_driver` for the driver `T`.
 ///
+/// The driver is registered inside the initialiser of `drv`, as `kernel::driver::Registration`
+/// does: when `__pci_register_driver()` fails, the initialiser fails, no `Registration` exists
+/// and nothing unregisters a driver that was never registered (which `driver_unregister()`
+/// answers with a WARN, "Unexpected driver unregister!").
+///
 /// # Invariants
 ///
 /// `drv` is registered with the PCI core from a successful [`Registration::new`] until drop.
@@ -88,7 +93,6 @@ pub(crate) trait Driver {
 pub(crate) struct Registration<T: Driver> {
     #[pin]
     drv: Opaque<bindings::pci_driver>,
-    err_handlers: bindings::pci_error_handlers,
     _t: PhantomData<T>,
 }
 
@@ -99,44 +103,44 @@ unsafe impl<T: Driver> Send for Registration<T> {}
 unsafe impl<T: Driver> Sync for Registration<T> {}
 
 impl<T: Driver + 'static> Registration<T> {
+    /// The error handlers of the driver: `reset_done` is ours, `error_detected` vfio-pci-core's.
+    /// A constant, so that `&Self::ERR_HANDLERS` is promoted to a `'static` table.
+    const ERR_HANDLERS: bindings::pci_error_handlers = bindings::pci_error_handlers {
+        reset_done: Some(Self::reset_done_callback),
+        error_detected: Some(bindings::vfio_pci_core_aer_err_detected),
+        ..pin_init::zeroed()
+    };
+
     /// Registers the driver for the devices of `ids` (a zero-terminated table that lives as long as
     /// the module, as a `module_device_table!` table does).
+    ///
+    /// Returns the error of `__pci_register_driver()` (`EBUSY` when a PCI driver of the same
+    /// name is registered, `ENOMEM`); nothing is registered then.
     pub(crate) fn new(
         ids: &'static impl kernel::device_id::IdTable<VfioDeviceId, ()>,
         module: &'static ThisModule,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            err_handlers: bindings::pci_error_handlers {
-                reset_done: Some(Self::reset_done_callback),
-                error_detected: Some(bindings::vfio_pci_core_aer_err_detected),
-                ..pin_init::zeroed()
-            },
-            drv <- Opaque::try_ffi_init(|drv: *mut bindings::pci_driver| {
-                // SAFETY: `drv` points to zeroed, pinned storage that is ours until
-                // `__pci_register_driver` succeeds. `err_handlers` is initialised before `drv`
-                // (field order) and is pinned with it, so the pointer stays valid.
+            drv <- Opaque::try_ffi_init(move |drv: *mut bindings::pci_driver| {
+                // SAFETY: `drv` points to pinned storage, valid for writes, that is ours until
+                // `__pci_register_driver` succeeds; it is zeroed first (every field the PCI core
+                // does not get from us must be zero), and `ERR_HANDLERS` is a static table.
                 unsafe {
+                    core::ptr::write_bytes(drv, 0, 1);
                     (*drv).name = T::NAME.as_char_ptr();
                     (*drv).id_table = ids.as_ptr();
                     (*drv).probe = Some(Self::probe_callback);
                     (*drv).remove = Some(Self::remove_callback);
                     (*drv).driver_managed_dma = true;
+                    (*drv).err_handler = &Self::ERR_HANDLERS;
                 }
-                Ok::<(), Error>(())
+                // SAFETY: `drv` is fully initialised and pinned until `drop` unregisters it; on
+                // failure the PCI core has not kept it.
+                to_result(unsafe {
+                    bindings::__pci_register_driver(drv, module.as_ptr(), T::NAME.as_char_ptr())
+                })
             }),
             _t: PhantomData,
-        })
-        .pin_chain(|this| {
-            // SAFETY: `this` is pinned, so `err_handlers` has its final address.
-            unsafe { (*this.drv.get()).err_handler = &this.err_handlers };
-            // SAFETY: `drv` is fully initialised and pinned; it is unregistered in `drop`.
-            to_result(unsafe {
-                bindings::__pci_register_driver(
-                    this.drv.get(),
-                    module.as_ptr(),
-                    T::NAME.as_char_ptr(),
-                )
-            })
         })
     }
 
