@@ -62,6 +62,7 @@
 #include <asm/cpufeature.h>
 #include <asm/memtype.h>
 #include <asm/msr.h>
+#include <asm/processor.h>
 #endif
 #ifdef CONFIG_ARM64
 #include <asm/sysreg.h>
@@ -233,10 +234,18 @@ out:
 }
 
 /*
- * Kernel addresses: the module walks init_mm's tables itself. No exported interface gives the
- * entry of a kernel address on every architecture: lookup_address() is x86-only,
+ * Kernel addresses: the module walks the kernel's tables itself. No exported interface gives
+ * the entry of a kernel address on every architecture: lookup_address() is x86-only,
  * vmalloc_to_page() returns the page alone, and apply_to_existing_page_range() warns on, and
  * refuses, the PMD and PUD leaves that huge ioremap() makes.
+ *
+ * Nor is init_mm exported to modules (or swapper_pg_dir, init_top_pgt), so the walk starts where
+ * the CPU starts: at TTBR1_EL1 on arm64, the base of the kernel half's tables, which is
+ * swapper_pg_dir (init_mm.pgd) within the page, possibly offset into it when a 52-bit VA kernel
+ * runs with 48 bits (offset_ttbr1 in arch/arm64/include/asm/assembler.h); at CR3 on x86, the
+ * current process's top-level table, whose kernel half holds init_mm's entries (those of vmalloc
+ * space are allocated at boot and shared by every PGD: preallocate_vmalloc_pages()). From there
+ * the walk indexes as pgd_offset_k() does. pgattr_selftest() checks it on every load.
  *
  * The walk is the one vmalloc_to_page() makes, with no lock, as there is none to take: kernel
  * page tables of vmalloc space are not freed while a mapping in them lives (only a new huge
@@ -253,6 +262,7 @@ struct pgattr_walk {
 	unsigned long va;
 	u64 pa;
 	unsigned int hits;
+	struct pgattr_leaf first;
 	bool faulted;
 };
 
@@ -272,6 +282,8 @@ static void pgattr_leaf_found(struct pgattr_walk *w, const char *level, unsigned
 		leaf.va = w->va;
 	}
 	leaf.phys = base + (leaf.va & (size - 1));
+	if (!w->hits)
+		w->first = leaf;
 	if (++w->hits <= PGATTR_MAX_HITS)
 		pgattr_emit(w->f, &leaf);
 }
@@ -360,10 +372,26 @@ static void pgattr_walk_p4d(struct pgattr_walk *w, pgd_t *pgdp, pgd_t pgd, unsig
 	} while (p4dp++, addr = next, addr != end);
 }
 
-/* Walks init_mm over [addr, end), which lies in vmalloc space. */
+/* The kernel's top-level table: init_mm.pgd (see above). */
+static pgd_t *pgattr_kernel_pgd(void)
+{
+#ifdef CONFIG_ARM64
+	u64 ttbr = read_sysreg(ttbr1_el1);
+	phys_addr_t pa = ttbr & GENMASK_ULL(47, PAGE_SHIFT);
+
+	/* PA[51:48] of a table base sit in TTBR[5:2] (phys_to_ttbr()). */
+	if (IS_ENABLED(CONFIG_ARM64_PA_BITS_52))
+		pa |= (ttbr & GENMASK_ULL(5, 2)) << 46;
+	return phys_to_virt(pa);
+#else
+	return __va(read_cr3_pa());
+#endif
+}
+
+/* Walks the kernel's tables over [addr, end), which lies in vmalloc space. */
 static void pgattr_walk_kernel(struct pgattr_walk *w, unsigned long addr, unsigned long end)
 {
-	pgd_t *pgdp = pgd_offset_k(addr);
+	pgd_t *pgdp = pgd_offset_pgd(pgattr_kernel_pgd(), addr);
 	unsigned long next;
 	pgd_t pgd;
 
@@ -489,9 +517,48 @@ static const struct file_operations pgattr_fops = {
 	.llseek = default_llseek,
 };
 
+/*
+ * The walk of the kernel's tables must find what the kernel's own walk finds: a vmalloc()ed page
+ * mapped once in vmalloc space, by a PTE, at the pfn vmalloc_to_pfn() gives, write-back
+ * (PAGE_KERNEL).
+ */
+static int __init pgattr_selftest(void)
+{
+	struct pgattr_walk w = { .by_pfn = true };
+	unsigned long va;
+	void *p;
+	int ret = -ENODEV;
+
+	w.f = kzalloc_obj(*w.f);
+	p = vmalloc(PAGE_SIZE);
+	if (!w.f || !p) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	va = (unsigned long)p;
+	w.pa = PFN_PHYS(vmalloc_to_pfn(p));
+	pgattr_walk_kernel(&w, VMALLOC_START, VMALLOC_END & PAGE_MASK);
+	if (w.hits != 1 || w.first.va != va || strcmp(w.first.level, "pte") ||
+	    (!strstr(w.f->buf, " type=normal-wb ") && !strstr(w.f->buf, " type=wb "))) {
+		pr_err("self-test: vmalloc() page at %#lx, pa %#llx: %u mappings found: %s\n", va,
+		       w.pa, w.hits, w.f->buf);
+		goto out;
+	}
+	ret = 0;
+out:
+	vfree(p);
+	kfree(w.f);
+	return ret;
+}
+
 static int __init pgattr_init(void)
 {
 	struct dentry *file;
+	int ret;
+
+	ret = pgattr_selftest();
+	if (ret)
+		return ret;
 
 	pgattr_dir = debugfs_create_dir("nvgrace_pgattr", NULL);
 	if (IS_ERR(pgattr_dir))

@@ -139,12 +139,10 @@ impl Pgattr {
         crate::sys::rmmod(MODULE_NAME)
     }
 
-    /// Sends one request and reads the answer lines.
+    /// Sends one request and reads the answer lines. A refused request fails with the errno
+    /// of the write (`raw_os_error()`), as the module documents them.
     fn query(&self, req: &str) -> io::Result<Vec<Leaf>> {
-        let n = self
-            .file
-            .write_at(req.as_bytes(), 0)
-            .map_err(|e| io::Error::new(e.kind(), format!("{LOOKUP}: {req:?}: {e}")))?;
+        let n = self.file.write_at(req.as_bytes(), 0)?;
         if n != req.len() {
             return Err(io::Error::other(format!(
                 "{LOOKUP}: {req:?}: wrote {n} of {} bytes",

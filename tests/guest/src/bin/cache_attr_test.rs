@@ -92,12 +92,10 @@ fn user_test(ctx: &OpenGpu, pg: &Pgattr, m: &GpuMem, level: Level) -> Outcome {
         let off = m.phys.next_multiple_of(size as u64) - m.phys;
         if off + size as u64 > m.memlength {
             return Err(Failure::Skip(format!(
-                "{} (PA {:#x}, {:#x} bytes) holds no {}-aligned block of {:#x} bytes",
+                "{} (PA {:#x}, {:#x} bytes) holds no {size:#x}-aligned block of {size:#x} bytes",
                 m.name(),
                 m.phys,
-                m.memlength,
-                size,
-                size
+                m.memlength
             )));
         }
         (off, size / 2 + 5 * page + 8)
@@ -183,7 +181,9 @@ fn kernel_test(ctx: &OpenGpu, pg: &Pgattr, m: &GpuMem) -> Outcome {
     let mut found = Vec::new();
     for (what, off) in [("first", 0), ("last", m.memlength - page)] {
         let pa = m.pa(off);
-        let leaves = pg.kernel_mappings_of(pa)?;
+        let leaves = pg.kernel_mappings_of(pa).map_err(|e| {
+            Failure::Fail(format!("{}: kernel mappings of PA {pa:#x}: {e}", m.name()))
+        })?;
         for l in &leaves {
             println!("# {} kernel, {what} page: {l}", m.name());
         }
@@ -228,7 +228,9 @@ fn kernel_test(ctx: &OpenGpu, pg: &Pgattr, m: &GpuMem) -> Outcome {
         );
         found[0].va
     };
-    let l = pg.kernel(va)?;
+    let l = pg
+        .kernel(va)
+        .map_err(|e| Failure::Fail(format!("{}: lookup of kernel VA {va:#x}: {e}", m.name())))?;
     check!(
         l.entry == found[0].entry && l.phys == m.phys && l.mem_type == found[0].mem_type,
         "{}: lookup of kernel VA {va:#x}: {l}; the walk by PA found {}",
