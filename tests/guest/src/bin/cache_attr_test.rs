@@ -13,6 +13,10 @@
 //! differences (tests/guest/src/differences.rs) include none of these: both builds are held to
 //! the same types.
 //!
+//! What x86 cannot tell apart: `pgprot_noncached()` there is UC- too
+//! (arch/x86/include/asm/pgtable.h), so without PAT a resmem mapped uncached has the very entry
+//! of one mapped write-combining; arm64 tells them apart (Device-nGnRnE against Normal-NC).
+//!
 //! User mappings are checked at every level the kernel maps PFNs with (PTE, PMD, and PUD on
 //! x86_64) where the region holds an aligned block of memory; kernel mappings are found in
 //! `/proc/vmallocinfo` (the area that maps the region's physical address) and by walking vmalloc
