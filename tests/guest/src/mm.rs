@@ -45,11 +45,11 @@ pub fn page_shift() -> u32 {
 /// Where the kernel tells the size of its PMD-level huge pages (CONFIG_TRANSPARENT_HUGEPAGE).
 pub const HPAGE_PMD_SIZE: &str = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size";
 
-/// Bytes one page-table entry at a level maps, given the bytes one entry of the level below
-/// maps: a table is one page of 8-byte entries at every level of x86_64 and arm64 (arm64's top
-/// level can be smaller, which PMD and PUD never are).
-fn next_level(size: usize) -> usize {
-    size * (page_size() / 8)
+/// Bytes one page-table entry `levels` levels above the PTE level maps with `page`-byte pages
+/// (a power of two): a table is one page of 8-byte entries at every level of x86_64 and arm64
+/// (arm64's top level can be smaller, which PMD and PUD never are).
+fn entry_size(page: usize, levels: u32) -> usize {
+    page * (page / 8).pow(levels)
 }
 
 /// Bytes one PMD entry maps: `hpage_pmd_size` when the kernel has THP, else derived from the
@@ -58,12 +58,12 @@ pub fn pmd_size() -> usize {
     std::fs::read_to_string(HPAGE_PMD_SIZE)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| next_level(page_size()))
+        .unwrap_or_else(|| entry_size(page_size(), 1))
 }
 
 /// Bytes one PUD entry maps (1 GiB with 4 KiB pages), whether or not the kernel maps PFNs there.
 pub fn pud_size() -> usize {
-    next_level(pmd_size())
+    pmd_size() * (page_size() / 8)
 }
 
 /// Whether the running kernel can map a PFN map (the drivers' `huge_fault` at `PMD_ORDER`,
@@ -93,7 +93,7 @@ pub fn pmd_pfnmap() -> Result<usize, String> {
 pub fn pud_pfnmap() -> Result<usize, String> {
     let pmd = pmd_pfnmap()?;
     match std::env::consts::ARCH {
-        "x86_64" => Ok(next_level(pmd)),
+        "x86_64" => Ok(pmd * (page_size() / 8)),
         arch => Err(format!(
             "{arch} has no PUD-level PFN maps (ARCH_SUPPORTS_PUD_PFNMAP needs \
              HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD, which only x86_64 selects): a PMD of {} MiB is \
@@ -706,4 +706,30 @@ pub fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
         .zip(want)
         .position(|(a, b)| a != b)
         .or((got.len() != want.len()).then(|| got.len().min(want.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_sizes_per_page_size() {
+        // 4 KiB pages (x86_64, arm64): PMD 2 MiB, PUD 1 GiB.
+        assert_eq!(entry_size(4 << 10, 1), 2 << 20);
+        assert_eq!(entry_size(4 << 10, 2), 1 << 30);
+        // 16 KiB (arm64): PMD 32 MiB.
+        assert_eq!(entry_size(16 << 10, 1), 32 << 20);
+        // 64 KiB (arm64, Grace): PMD 512 MiB, the level above 4 TiB.
+        assert_eq!(entry_size(64 << 10, 1), 512 << 20);
+        assert_eq!(entry_size(64 << 10, 2), 4 << 40);
+    }
+
+    #[test]
+    fn running_kernel_sizes_agree() {
+        let page = page_size();
+        assert_eq!(1 << page_shift(), page);
+        // hpage_pmd_size, where the host has THP, is what the derivation gives.
+        assert_eq!(pmd_size(), entry_size(page, 1));
+        assert_eq!(pud_size(), entry_size(page, 2));
+    }
 }
