@@ -10,7 +10,10 @@
 //! The copy between the memory and the user buffer runs under `memory_lock` with page faults
 //! disabled; where it stops at a user page that is not mapped, that page is faulted in after the
 //! lock is dropped and the copy resumes (the buffer may be a mapping of this very device, whose
-//! fault handler takes `memory_lock` too; see vfio/uaccess.rs).
+//! fault handler takes `memory_lock` too; see vfio/uaccess.rs). A round that copies nothing
+//! although the page was just faulted in (an arm64 MTE tag mismatch, an injected usercopy
+//! failure) ends the call with `EFAULT`, as upstream's single copy does; a fatal signal ends it
+//! with `EINTR`.
 
 use kernel::prelude::*;
 use kernel::uaccess::UserPtr;
@@ -78,6 +81,7 @@ pub(crate) fn read(
 
     NvGraceGpu::wait_cxl_if_reset(vdev)?;
     let mut done = 0;
+    let mut faulted_in = false;
     loop {
         let copied = {
             let guard = vdev.memory_read_lock();
@@ -98,8 +102,13 @@ pub(crate) fn read(
         if done == mem_count {
             break;
         }
+        if copied == 0 && faulted_in {
+            return Err(EFAULT);
+        }
+        uaccess::fatal_signal_check()?;
         // The user page the copy stopped at, faulted in without memory_lock (vfio/uaccess.rs).
         uaccess::fault_in_writeable(buf.wrapping_byte_add(done), mem_count - done)?;
+        faulted_in = true;
     }
 
     let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
@@ -129,6 +138,7 @@ pub(crate) fn write(
     if offset < region.memlength {
         NvGraceGpu::wait_cxl_if_reset(vdev)?;
         let mut done = 0;
+        let mut faulted_in = false;
         loop {
             let copied = {
                 let guard = vdev.memory_read_lock();
@@ -149,8 +159,24 @@ pub(crate) fn write(
             if done == mem_count {
                 break;
             }
-            // The user page the copy stopped at, faulted in without memory_lock (vfio/uaccess.rs).
-            uaccess::fault_in_readable(buf.wrapping_byte_add(done), mem_count - done)?;
+            let stuck = copied == 0 && faulted_in;
+            let r = uaccess::fatal_signal_check().and_then(|()| {
+                // The user page the copy stopped at, faulted in without memory_lock
+                // (vfio/uaccess.rs).
+                uaccess::fault_in_readable(buf.wrapping_byte_add(done), mem_count - done)
+            });
+            if stuck || r.is_err() {
+                let e = if stuck { EFAULT } else { r.err().unwrap_or(EFAULT) };
+                // Leave usemem as upstream's copy_from_user() does when it fails there: zeroed
+                // from the first byte not copied. resmem's copy went through a bounce value and
+                // left the rest unchanged, as upstream's.
+                if e == EFAULT && which == Which::Usemem {
+                    let _guard = vdev.memory_read_lock();
+                    with_kmap(vdev, which, |map| map.zero(offset + done as u64, mem_count - done))?;
+                }
+                return Err(e);
+            }
+            faulted_in = true;
         }
     }
     *pos += count as i64;

@@ -13,6 +13,7 @@ use kernel::prelude::*;
 use crate::device::NvGraceGpu;
 use crate::device::Which;
 use crate::vfio::core_device::CoreDevice;
+use crate::vfio::gpu_memory::GpuMemory;
 use crate::vfio::ops::OFFSET_SHIFT;
 use crate::vfio::vma;
 use crate::vfio::vma::fault_result;
@@ -44,10 +45,10 @@ pub(crate) fn mmap(vdev: &CoreDevice<NvGraceGpu>, vma: &Vma) -> Result {
     let Some((which, region)) = vdev.data().region(vma_index(vma)) else {
         return vdev.core_mmap(vma);
     };
-    // The faults insert PFNs, which a private (copy-on-write) mapping cannot take: refuse it, as
-    // vfio-pci-core does for the BARs it maps. Deliberate difference 4: upstream accepts it, and
-    // the first fault hits the BUG_ON() in vmf_insert_pfn_prot().
-    if !vma.is_shared() {
+    // The faults insert PFNs, which a private (copy-on-write) mapping cannot take: refuse it.
+    // Deliberate difference 4: upstream accepts it, and the first fault hits the BUG_ON() in
+    // vmf_insert_pfn_prot(). A shared mapping of a read-only fd is served, as upstream does.
+    if vma.is_cow() {
         return Err(EINVAL);
     }
     let req_len = vma.end().checked_sub(vma.start()).ok_or(EOVERFLOW)?;
@@ -86,29 +87,10 @@ impl FaultHandler for NvGraceGpu {
         let page_in_vma = (addr.wrapping_sub(vma.start())) >> PAGE_SHIFT;
         let pfn = (region.memphys >> PAGE_SHIFT) + vma_pgoff_in_region(vma) + page_in_vma;
         if !fault.aligned_for_order(addr, pfn, order) {
+            fault.debug_result(vdev, order, pfn, fault_result::FALLBACK);
             return fault_result::FALLBACK;
         }
-        // Fail early, under memory_lock, rather than wait for readiness of a device that user
-        // space put in low power; the check under the lock below catches any later change.
-        if vdev.memory_read_lock().pm_runtime_engaged() {
-            return fault_result::SIGBUS;
-        }
-        loop {
-            // The CXL wait may take minutes, so it runs outside memory_lock.
-            if NvGraceGpu::wait_cxl_if_reset(vdev).is_err() {
-                return fault_result::SIGBUS;
-            }
-            let guard = vdev.memory_read_lock();
-            if guard.pm_runtime_engaged() {
-                return fault_result::SIGBUS;
-            }
-            match NvGraceGpu::check_ready(vdev, &guard) {
-                Ok(()) => return guard.insert_pfn(fault, mem, pfn, order),
-                // A reset raced with the wait: wait again rather than fail.
-                Err(e) if e == EAGAIN => continue,
-                Err(_) => return fault_result::SIGBUS,
-            }
-        }
+        Self::fault_aligned(vdev, fault, mem, pfn, order)
     }
 
     fn pfn_to_pgoff(vdev: &CoreDevice<Self>, vma: &Vma, pfn: u64) -> Result<u64> {
@@ -124,5 +106,45 @@ impl FaultHandler for NvGraceGpu {
             return Err(EFAULT);
         }
         Ok(vma.pgoff() + (in_region - vma_first))
+    }
+}
+
+impl NvGraceGpu {
+    /// The part of a fault whose address and PFN are aligned for `order`: waits for readiness
+    /// and inserts the PFN; returns a `vm_fault_t`. As upstream, the result of the insertion
+    /// (and a fallback) is logged with `dev_dbg_ratelimited()`, early failures are not.
+    fn fault_aligned(
+        vdev: &CoreDevice<Self>,
+        fault: &Fault,
+        mem: &GpuMemory,
+        pfn: u64,
+        order: u32,
+    ) -> u32 {
+        // Fail early, under memory_lock, rather than wait for readiness of a device that user
+        // space put in low power; the check under the lock below catches any later change.
+        if vdev.memory_read_lock().pm_runtime_engaged() {
+            return fault_result::SIGBUS;
+        }
+        loop {
+            // The CXL wait may take minutes, so it runs outside memory_lock.
+            if NvGraceGpu::wait_cxl_if_reset(vdev).is_err() {
+                return fault_result::SIGBUS;
+            }
+            let guard = vdev.memory_read_lock();
+            if guard.pm_runtime_engaged() {
+                return fault_result::SIGBUS;
+            }
+            match NvGraceGpu::check_ready(vdev, &guard) {
+                Ok(()) => {
+                    let ret = guard.insert_pfn(fault, mem, pfn, order);
+                    drop(guard);
+                    fault.debug_result(vdev, order, pfn, ret);
+                    return ret;
+                }
+                // A reset raced with the wait: wait again rather than fail.
+                Err(e) if e == EAGAIN => continue,
+                Err(_) => return fault_result::SIGBUS,
+            }
+        }
     }
 }

@@ -51,9 +51,9 @@ void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma)
 	vma->vm_page_prot = pgprot_writecombine(vma->vm_page_prot);
 }
 
-bool nvgrace_helper_vma_is_shared(struct vm_area_struct *vma)
+bool nvgrace_helper_vma_is_cow_mapping(struct vm_area_struct *vma)
 {
-	return vma->vm_flags & VM_SHARED;
+	return vma_is_cow_mapping(vma);
 }
 
 bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
@@ -70,4 +70,25 @@ void nvgrace_helper_pagefault_disable(void)
 void nvgrace_helper_pagefault_enable(void)
 {
 	pagefault_enable();
+}
+
+unsigned long nvgrace_helper_copy_from_user_nofault(void *to, const void __user *from,
+						    unsigned long n)
+{
+	if (!access_ok(from, n))
+		return n;
+	return __copy_from_user_inatomic(to, from, n);
+}
+
+bool nvgrace_helper_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+/* Upstream's message, word for word, with its function's name. */
+void nvgrace_helper_fault_dbg(struct device *dev, unsigned int order, unsigned long pfn,
+			      unsigned int ret)
+{
+	dev_dbg_ratelimited(dev, "%s order = %d pfn 0x%lx: 0x%x\n",
+			    "nvgrace_gpu_vfio_pci_huge_fault", order, pfn, ret);
 }

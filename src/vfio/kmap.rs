@@ -117,7 +117,9 @@ impl KernelMap {
 
     /// Copies `count` bytes from user memory at `buf` to `offset`, with page faults disabled;
     /// as [`KernelMap::read_to_user_nofault`] (a write-combining copy that stops is redone from
-    /// its start: it rewrites the same bytes).
+    /// its start: it rewrites the same bytes). A write-back copy that stops leaves the rest of
+    /// the destination as it was (`__copy_from_user_inatomic()`; `copy_from_user()` would zero
+    /// it, and guests may be reading that memory).
     pub(crate) fn write_from_user_nofault<T>(
         &self,
         vdev: &CoreDevice<T>,
@@ -129,9 +131,10 @@ impl KernelMap {
         let _no_faults = NoPageFaults::new();
         match self.caching {
             Caching::WriteBack => {
-                // SAFETY: As in `read_to_user_nofault`.
+                // SAFETY: As in `read_to_user_nofault`; the helper checks `buf` with
+                // `access_ok()` and copies with page faults disabled (`_no_faults`).
                 let left = unsafe {
-                    bindings::copy_from_user(
+                    bindings::nvgrace_helper_copy_from_user_nofault(
                         self.addr.as_ptr().byte_add(off),
                         buf.as_const_ptr(),
                         count,
@@ -147,6 +150,22 @@ impl KernelMap {
                 r => r.map(|_| count),
             },
         }
+    }
+}
+
+impl KernelMap {
+    /// Zeroes `count` bytes at `offset` of a write-back mapping: what `copy_from_user()` leaves
+    /// in the part of a destination it could not copy, which upstream's usemem `write` returns
+    /// with `EFAULT`. `EINVAL` outside the mapping or for a write-combining mapping.
+    pub(crate) fn zero(&self, offset: u64, count: usize) -> Result {
+        let off = self.check(offset, count)?;
+        if self.caching != Caching::WriteBack {
+            return Err(EINVAL);
+        }
+        // SAFETY: `off + count` lies inside the mapping (checked), which is plain cacheable
+        // memory; concurrent user-space accesses of it are tolerated (see `Sync`).
+        unsafe { core::ptr::write_bytes(self.addr.as_ptr().byte_add(off).cast::<u8>(), 0, count) };
+        Ok(())
     }
 }
 

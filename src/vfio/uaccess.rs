@@ -39,10 +39,17 @@ impl Drop for NoPageFaults {
     }
 }
 
-/// Faults in `len` bytes of user memory at `buf` for writing, without changing them
-/// (`fault_in_safe_writeable()`, which works on PFN mappings too). `EFAULT` if a page cannot
-/// be.
+/// Faults in `len` bytes of user memory at `buf` for writing. Where the architecture has
+/// sub-page faults (arm64 MTE: `CONFIG_ARCH_HAS_SUBPAGE_FAULTS`) with
+/// `fault_in_subpage_writeable()`, which also probes each sub-page (it writes zeros to the
+/// start of each page, a destination that the copy overwrites); elsewhere with
+/// `fault_in_safe_writeable()`, which changes nothing. Both work on PFN mappings. `EFAULT` if
+/// a page cannot be.
 pub(crate) fn fault_in_writeable(buf: UserPtr, len: usize) -> Result {
+    #[cfg(CONFIG_ARCH_HAS_SUBPAGE_FAULTS)]
+    // SAFETY: The function checks the user range itself (`user_write_access_begin()`).
+    let left = unsafe { bindings::fault_in_subpage_writeable(buf.as_mut_ptr().cast(), len) };
+    #[cfg(not(CONFIG_ARCH_HAS_SUBPAGE_FAULTS))]
     // SAFETY: The function checks the user range itself and faults it in through the MM; it
     // writes nothing.
     let left = unsafe { bindings::fault_in_safe_writeable(buf.as_const_ptr().cast(), len) };
@@ -62,5 +69,16 @@ pub(crate) fn fault_in_readable(buf: UserPtr, len: usize) -> Result {
         Ok(())
     } else {
         Err(EFAULT)
+    }
+}
+
+/// `EINTR` when the current task has a fatal signal pending (`fatal_signal_pending()`): a copy
+/// loop that faults user pages in stops then, as `generic_perform_write()` does.
+pub(crate) fn fatal_signal_check() -> Result {
+    // SAFETY: Reads the current task's signal state; no preconditions.
+    if unsafe { bindings::nvgrace_helper_fatal_signal_pending() } {
+        Err(EINTR)
+    } else {
+        Ok(())
     }
 }

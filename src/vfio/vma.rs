@@ -88,12 +88,13 @@ impl Vma {
         unsafe { (*self.as_raw()).vm_pgoff as u64 }
     }
 
-    /// Whether the mapping is shared (`VM_SHARED`: `MAP_SHARED` of a file opened for writing).
-    /// A private mapping of a PFN map is a copy-on-write mapping, into which
-    /// `vmf_insert_pfn()` refuses to insert (a `BUG_ON()` in mm/memory.c).
-    pub(crate) fn is_shared(&self) -> bool {
+    /// Whether the mapping is copy-on-write (`vma_is_cow_mapping()`: `VM_MAYWRITE` without
+    /// `VM_SHARED`, i.e. `MAP_PRIVATE`), into which `vmf_insert_pfn()` refuses to insert a PFN
+    /// (a `BUG_ON()` in mm/memory.c). `MAP_SHARED` of a file opened read-only is not: mmap
+    /// clears both `VM_SHARED` and `VM_MAYWRITE` there, and the mapping stays read-only.
+    pub(crate) fn is_cow(&self) -> bool {
         // SAFETY: The VMA is valid (type invariant).
-        unsafe { bindings::nvgrace_helper_vma_is_shared(self.as_raw()) }
+        unsafe { bindings::nvgrace_helper_vma_is_cow_mapping(self.as_raw()) }
     }
 
     /// Adds `flags` ([`vm_flags`]) to the VMA; only while setting it up in `mmap`.
@@ -169,6 +170,22 @@ impl Fault {
                 addr as c_ulong,
                 pfn as c_ulong,
                 order,
+            )
+        }
+    }
+}
+
+impl Fault {
+    /// Logs the result `ret` (a `vm_fault_t`) of a fault of `order` at `pfn` with
+    /// `dev_dbg_ratelimited()`, in upstream's words (dynamic debug, or `DEBUG`, enables it).
+    pub(crate) fn debug_result<T>(&self, vdev: &CoreDevice<T>, order: u32, pfn: u64, ret: u32) {
+        // SAFETY: The PCI device is valid; the helper only formats the values.
+        unsafe {
+            bindings::nvgrace_helper_fault_dbg(
+                &raw mut (*vdev.pdev_raw()).dev,
+                order,
+                pfn as c_ulong,
+                ret,
             )
         }
     }
