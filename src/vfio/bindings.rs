@@ -25,6 +25,9 @@
     clippy::ptr_as_ptr,
     clippy::ref_as_ptr,
     clippy::missing_safety_doc,
+    // `unnecessary_transmutes` is newer than rustc 1.85 (Debian 13's kernels), which would warn
+    // about an unknown lint.
+    unknown_lints,
     unnecessary_transmutes
 )]
 

@@ -407,9 +407,15 @@ pub(crate) const fn variant_ops<T: VariantOps>(name: &'static CStr) -> DeviceOps
         request: Some(bindings::vfio_pci_core_request),
         match_: Some(bindings::vfio_pci_core_match),
         match_token_uuid: Some(bindings::vfio_pci_core_match_token_uuid),
+        // Without CONFIG_IOMMUFD (Debian 13's kernels) vfio.h defines these four as NULL: the
+        // fields stay `None`, as upstream's do.
+        #[cfg(CONFIG_IOMMUFD)]
         bind_iommufd: Some(bindings::vfio_iommufd_physical_bind),
+        #[cfg(CONFIG_IOMMUFD)]
         unbind_iommufd: Some(bindings::vfio_iommufd_physical_unbind),
+        #[cfg(CONFIG_IOMMUFD)]
         attach_ioas: Some(bindings::vfio_iommufd_physical_attach_ioas),
+        #[cfg(CONFIG_IOMMUFD)]
         detach_ioas: Some(bindings::vfio_iommufd_physical_detach_ioas),
         ..pin_init::zeroed()
     })
@@ -445,9 +451,15 @@ pub(crate) const fn core_ops<T>(name: &'static CStr) -> DeviceOps {
         request: Some(bindings::vfio_pci_core_request),
         match_: Some(bindings::vfio_pci_core_match),
         match_token_uuid: Some(bindings::vfio_pci_core_match_token_uuid),
+        // Without CONFIG_IOMMUFD (Debian 13's kernels) vfio.h defines these four as NULL: the
+        // fields stay `None`, as upstream's do.
+        #[cfg(CONFIG_IOMMUFD)]
         bind_iommufd: Some(bindings::vfio_iommufd_physical_bind),
+        #[cfg(CONFIG_IOMMUFD)]
         unbind_iommufd: Some(bindings::vfio_iommufd_physical_unbind),
+        #[cfg(CONFIG_IOMMUFD)]
         attach_ioas: Some(bindings::vfio_iommufd_physical_attach_ioas),
+        #[cfg(CONFIG_IOMMUFD)]
         detach_ioas: Some(bindings::vfio_iommufd_physical_detach_ioas),
         ..pin_init::zeroed()
     })
