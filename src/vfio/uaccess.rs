@@ -39,12 +39,22 @@ impl Drop for NoPageFaults {
     }
 }
 
+/// `Ok` when a fault-in of `len` bytes that left `left` of them got at least the first page:
+/// the copy can make progress (and stops again where the fault-in did). `EFAULT` otherwise.
+fn faulted_in_any(left: usize, len: usize) -> Result {
+    if len == 0 || left < len {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
+}
+
 /// Faults in `len` bytes of user memory at `buf` for writing. Where the architecture has
 /// sub-page faults (arm64 MTE: `CONFIG_ARCH_HAS_SUBPAGE_FAULTS`) with
 /// `fault_in_subpage_writeable()`, which also probes each sub-page (it writes zeros to the
 /// start of each page, a destination that the copy overwrites); elsewhere with
 /// `fault_in_safe_writeable()`, which changes nothing. Both work on PFN mappings. `EFAULT` if
-/// a page cannot be.
+/// not even the first page can be.
 pub(crate) fn fault_in_writeable(buf: UserPtr, len: usize) -> Result {
     #[cfg(CONFIG_ARCH_HAS_SUBPAGE_FAULTS)]
     // SAFETY: The function checks the user range itself (`user_write_access_begin()`).
@@ -53,23 +63,15 @@ pub(crate) fn fault_in_writeable(buf: UserPtr, len: usize) -> Result {
     // SAFETY: The function checks the user range itself and faults it in through the MM; it
     // writes nothing.
     let left = unsafe { bindings::fault_in_safe_writeable(buf.as_const_ptr().cast(), len) };
-    if left == 0 {
-        Ok(())
-    } else {
-        Err(EFAULT)
-    }
+    faulted_in_any(left, len)
 }
 
 /// Faults in `len` bytes of user memory at `buf` for reading (`fault_in_readable()`). `EFAULT`
-/// if a page cannot be.
+/// if not even the first page can be.
 pub(crate) fn fault_in_readable(buf: UserPtr, len: usize) -> Result {
     // SAFETY: The function checks the user range itself and only reads it.
     let left = unsafe { bindings::fault_in_readable(buf.as_const_ptr().cast(), len) };
-    if left == 0 {
-        Ok(())
-    } else {
-        Err(EFAULT)
-    }
+    faulted_in_any(left, len)
 }
 
 /// `EINTR` when the current task has a fatal signal pending (`fatal_signal_pending()`): a copy
