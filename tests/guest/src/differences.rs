@@ -23,6 +23,11 @@
 //!    Rust driver does that for both regions. A user that retries short reads sees the same
 //!    bytes either way; QEMU, which treats a short BAR read as an error, works only with ours.
 //!    Test: `region_rw_test` (`resmem_boundaries`, `resmem_widths_and_large`).
+//!    The same early return leaves the file position of every resmem access where it was;
+//!    the Rust driver moves it, as for usemem and every region of vfio-pci-core. No user can
+//!    see that: the device fd has no llseek, so read(2)/write(2) start at position 0 (BAR0)
+//!    and cannot reach an emulated BAR, and pread/pwrite do not use the position.
+//!    Test: `file_ops_test` (`file_position_unreachable`), which fails if that ever changes.
 //! 4. **Private mappings of the emulated BARs** (found by the fuzzer, a crash upstream).
 //!    Upstream's `nvgrace_gpu_mmap()` accepts `MAP_PRIVATE`, which makes a copy-on-write
 //!    mapping; its first fault calls `vmf_insert_pfn()`, whose `BUG_ON()` for PFN maps that are
