@@ -10,10 +10,10 @@
 //! The copy between the memory and the user buffer runs under `memory_lock` with page faults
 //! disabled; where it stops at a user page that is not mapped, that page is faulted in after the
 //! lock is dropped and the copy resumes (the buffer may be a mapping of this very device, whose
-//! fault handler takes `memory_lock` too; see vfio/uaccess.rs). A round that copies nothing
-//! although the page was just faulted in (an arm64 MTE tag mismatch, an injected usercopy
-//! failure) ends the call with `EFAULT`, as upstream's single copy does; a fatal signal ends it
-//! with `EINTR`.
+//! fault handler takes `memory_lock` too; see vfio/uaccess.rs). Rounds that keep copying
+//! nothing although the page was just faulted in (an arm64 MTE tag mismatch, an injected
+//! usercopy failure) end the call with `EFAULT`, as upstream's single copy does; a fatal signal
+//! ends it with `EINTR`.
 
 use kernel::prelude::*;
 use kernel::uaccess::UserPtr;
@@ -64,6 +64,13 @@ fn with_kmap<R>(
     }
 }
 
+/// Consecutive rounds that may copy nothing right after a successful fault-in before the call
+/// fails with `EFAULT`. One such round proves nothing: when the user buffer is a mapping of a
+/// device (this one included), a reset can zap it between the fault-in and the copy
+/// (`concurrency_test`, `user_buffer_in_device_mapping`, saw it). A copy that cannot succeed
+/// fails every round; each round costs a fault-in, so the bound is a few faults.
+const MAX_STALLED_ROUNDS: u32 = 8;
+
 /// Bytes of 0xFF written at a time to fill the part of a read beyond the memory.
 const FILL_CHUNK: usize = 64;
 
@@ -81,7 +88,7 @@ pub(crate) fn read(
 
     NvGraceGpu::wait_cxl_if_reset(vdev)?;
     let mut done = 0;
-    let mut faulted_in = false;
+    let mut stalled = 0;
     loop {
         let copied = {
             let guard = vdev.memory_read_lock();
@@ -102,13 +109,14 @@ pub(crate) fn read(
         if done == mem_count {
             break;
         }
-        if copied == 0 && faulted_in {
+        stalled = if copied == 0 { stalled + 1 } else { 0 };
+        // The first round has not faulted anything in yet.
+        if stalled > MAX_STALLED_ROUNDS {
             return Err(EFAULT);
         }
         uaccess::fatal_signal_check()?;
         // The user page the copy stopped at, faulted in without memory_lock (vfio/uaccess.rs).
         uaccess::fault_in_writeable(buf.wrapping_byte_add(done), mem_count - done)?;
-        faulted_in = true;
     }
 
     let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
@@ -138,7 +146,7 @@ pub(crate) fn write(
     if offset < region.memlength {
         NvGraceGpu::wait_cxl_if_reset(vdev)?;
         let mut done = 0;
-        let mut faulted_in = false;
+        let mut stalled = 0;
         loop {
             let copied = {
                 let guard = vdev.memory_read_lock();
@@ -159,7 +167,8 @@ pub(crate) fn write(
             if done == mem_count {
                 break;
             }
-            let stuck = copied == 0 && faulted_in;
+            stalled = if copied == 0 { stalled + 1 } else { 0 };
+            let stuck = stalled > MAX_STALLED_ROUNDS;
             let r = uaccess::fatal_signal_check().and_then(|()| {
                 // The user page the copy stopped at, faulted in without memory_lock
                 // (vfio/uaccess.rs).
@@ -176,7 +185,6 @@ pub(crate) fn write(
                 }
                 return Err(e);
             }
-            faulted_in = true;
         }
     }
     *pos += count as i64;
