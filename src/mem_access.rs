@@ -175,13 +175,19 @@ pub(crate) fn write(
                 uaccess::fault_in_readable(buf.wrapping_byte_add(done), mem_count - done)
             });
             if stuck || r.is_err() {
-                let e = if stuck { EFAULT } else { r.err().unwrap_or(EFAULT) };
+                let e = if stuck {
+                    EFAULT
+                } else {
+                    r.err().unwrap_or(EFAULT)
+                };
                 // Leave usemem as upstream's copy_from_user() does when it fails there: zeroed
                 // from the first byte not copied. resmem's copy went through a bounce value and
                 // left the rest unchanged, as upstream's.
                 if e == EFAULT && which == Which::Usemem {
                     let _guard = vdev.memory_read_lock();
-                    with_kmap(vdev, which, |map| map.zero(offset + done as u64, mem_count - done))?;
+                    with_kmap(vdev, which, |map| {
+                        map.zero(offset + done as u64, mem_count - done)
+                    })?;
                 }
                 return Err(e);
             }

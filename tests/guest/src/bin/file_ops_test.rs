@@ -102,7 +102,9 @@ fn config_write_fault_keeps_config_reads() -> tap::Outcome {
         let t0 = Instant::now();
         let read = dev.config_read64(BAR4_OFFSET);
         let reader_took = t0.elapsed();
-        let (w, writer_took) = writer.join().map_err(|_| io::Error::other("writer panicked"))?;
+        let (w, writer_took) = writer
+            .join()
+            .map_err(|_| io::Error::other("writer panicked"))?;
         read?;
         w?;
         Ok((writer_took, reader_took))
@@ -342,7 +344,10 @@ fn access_with_failing_usercopy(dev: &Device, offset: u64, write: bool) -> io::R
     let page = mm::page_size();
     let mut buf = vec![0x5au8; page];
     let mut child = mm::fork_child(|| {
-        let Ok(mut f) = File::options().write(true).open("/proc/thread-self/make-it-fail") else {
+        let Ok(mut f) = File::options()
+            .write(true)
+            .open("/proc/thread-self/make-it-fail")
+        else {
             return 100;
         };
         if f.write_all(b"1").is_err() {
@@ -399,7 +404,9 @@ fn usercopy_failure_ends() -> tap::Outcome {
         let t0 = Instant::now();
         let r = access_with_failing_usercopy(&dev, offset, write);
         let took = t0.elapsed();
-        tap::diag(format!("{what} with every user copy failing: {r:?} after {took:?}"));
+        tap::diag(format!(
+            "{what} with every user copy failing: {r:?} after {took:?}"
+        ));
         match r {
             Ok(Some(e)) if e == libc::EFAULT => {}
             Ok(Some(e)) => {
@@ -491,7 +498,9 @@ fn registration_failure_quiet() -> tap::Outcome {
         write_attr(&format!("{FAILSLAB}/{attr}"), v)?;
     }
     let image = std::fs::read(&ko)?;
-    let mut nth = File::options().write(true).open("/proc/thread-self/fail-nth")?;
+    let mut nth = File::options()
+        .write(true)
+        .open("/proc/thread-self/fail-nth")?;
     nth.write_all(b"1")?;
     // SAFETY: init_module with the module image and empty parameters.
     let r = unsafe {
@@ -528,15 +537,24 @@ fn registration_failure_quiet() -> tap::Outcome {
         })
         .status()
         .is_ok_and(|s| s.success());
-    check!(!loaded && r < 0, "the module loaded although its registration was to fail");
-    check_eq!(err.raw_os_error(), Some(libc::ENOMEM), "init_module's errno");
+    check!(
+        !loaded && r < 0,
+        "the module loaded although its registration was to fail"
+    );
+    check_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOMEM),
+        "init_module's errno"
+    );
     let log = sys::kernel_log()?;
     check!(
-        log.iter().any(|l| l.contains("FAULT_INJECTION: forcing a failure")),
+        log.iter()
+            .any(|l| l.contains("FAULT_INJECTION: forcing a failure")),
         "failslab did not inject the failure"
     );
     check!(
-        !log.iter().any(|l| l.contains("Unexpected driver unregister")),
+        !log.iter()
+            .any(|l| l.contains("Unexpected driver unregister")),
         "the failed registration was unregistered (WARN in driver_unregister())"
     );
     check!(rebound, "rig-bind failed after the test");
