@@ -274,7 +274,7 @@ impl Driver for NvGraceGpu {
         let dev = pdev.as_ref();
         // No memory described (absent properties, or size 0, which firmware reports when the C2C
         // link is down): plain vfio-pci-core.
-        let mem = GpuMemory::from_firmware(pdev);
+        let mem = GpuMemory::from_firmware(pdev)?;
         let vdev = CoreDevice::<Self>::alloc(
             pdev,
             if mem.is_some() {

@@ -33,15 +33,28 @@ pub(crate) struct GpuMemory {
 }
 
 impl GpuMemory {
-    /// The GPU memory of `pdev` from its firmware properties: `None` when they are absent, the
-    /// size is 0 (what firmware reports when the C2C link is down) or the range overflows.
-    pub(crate) fn from_firmware(pdev: &pci::Device<device::Core<'_>>) -> Option<Self> {
-        let fwnode = pdev.as_ref().fwnode()?;
-        let phys = fwnode.property_read::<u64>(MEM_BASE_PROPERTY).optional()?;
-        let len = fwnode.property_read::<u64>(MEM_SIZE_PROPERTY).optional()?;
-        phys.checked_add(len)?;
+    /// The GPU memory of `pdev` from its firmware properties: `Ok(None)` when they are absent
+    /// or the size is 0 (what firmware reports when the C2C link is down); `EOVERFLOW` (with a
+    /// `dev_err`) when the range runs past the end of the 64-bit physical address space.
+    pub(crate) fn from_firmware(pdev: &pci::Device<device::Core<'_>>) -> Result<Option<Self>> {
+        let read = || {
+            let fwnode = pdev.as_ref().fwnode()?;
+            let phys = fwnode.property_read::<u64>(MEM_BASE_PROPERTY).optional()?;
+            let len = fwnode.property_read::<u64>(MEM_SIZE_PROPERTY).optional()?;
+            (len != 0).then_some((phys, len))
+        };
+        let Some((phys, len)) = read() else {
+            return Ok(None);
+        };
+        if phys.checked_add(len).is_none() {
+            dev_err!(
+                pdev.as_ref(),
+                "GPU memory of {len:#x} bytes at {phys:#x} runs past the physical address space\n"
+            );
+            return Err(EOVERFLOW);
+        }
         // INVARIANT: Non-empty, no overflow, and the firmware's own description.
-        (len != 0).then_some(GpuMemory { phys, len })
+        Ok(Some(GpuMemory { phys, len }))
     }
 
     /// The part `[phys, phys + len)` of this range; `None` if it is empty or not inside it.
