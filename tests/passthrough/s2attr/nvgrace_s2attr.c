@@ -135,7 +135,8 @@ static void s2attr_table(struct s2attr_walk *w, kvm_pte_t *table, u64 n, u64 bas
 
 		if (!kvm_pte_valid(pte))
 			continue;
-		if (level < KVM_PGTABLE_LAST_LEVEL && (pte & KVM_PTE_TYPE) == KVM_PTE_TYPE_TABLE)
+		if (level < KVM_PGTABLE_LAST_LEVEL &&
+		    FIELD_GET(KVM_PTE_TYPE, pte) == KVM_PTE_TYPE_TABLE)
 			s2attr_table(w, w->mm_ops->phys_to_virt(kvm_pte_to_phys(pte)),
 				     PTRS_PER_PTE, ipa, level + 1);
 		else

@@ -71,8 +71,13 @@ use serde_json::Value;
 /// Where mkinitramfs puts the guide and the inner machine's kernel.
 const GUIDE: &str = "/opt/nvgrace/user-guide.md";
 const STUB: &str = "/opt/nvgrace/passthrough-stub.elf";
-/// The Debian root `vm-run --userland` mounts, with /dev, /proc, /sys and /tmp inside.
+/// The Debian root `vm-run --userland` mounts, with /dev, /proc, /sys and /tmp inside. That root
+/// is amd64; the arm64 guest runs the arm64 QEMU that tests/passthrough/arm64-userland unpacks
+/// into it, with the guest's /dev, /proc, /sys and /tmp bound in by this program.
+#[cfg(not(target_arch = "aarch64"))]
 const USERLAND: &str = "/mnt/userland";
+#[cfg(target_arch = "aarch64")]
+const USERLAND: &str = "/mnt/userland/opt/arm64-userland";
 
 /// The guide's rig column: QEMU, machine and memory of the inner machine.
 #[cfg(not(target_arch = "aarch64"))]
@@ -124,6 +129,27 @@ impl Iface {
             Iface::Iommufd => Device::open_iommufd(GPU_BDF),
         }
     }
+}
+
+/// arm64: the guest's /dev, /proc, /sys and /tmp in the arm64 userland (vm-run's init binds them
+/// into /mnt/userland only).
+fn bind_guest_dirs() -> Outcome {
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    for d in ["dev", "proc", "sys", "tmp"] {
+        let target = format!("{USERLAND}/{d}");
+        if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(target.as_str())) {
+            continue;
+        }
+        let out = Command::new("mount")
+            .args(["-o", "rbind", &format!("/{d}"), &target])
+            .output()?;
+        check!(
+            out.status.success(),
+            "mount -o rbind /{d} {target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// The `sh` block of the guide that follows the marker `<!-- tested: NAME -->`.
@@ -551,7 +577,7 @@ fn stage2_tests(t: &mut Harness, n: &str, inner: Option<&Inner>, bars: &[(u32, R
         }
         // Where QEMU mapped the BARs (the stage-1 side of the block-size question).
         let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        for l in maps.lines().filter(|l| l.contains("/dev/vfio")) {
+        for l in maps.lines().filter(|l| l.contains("vfio")) {
             tap::diag(format!("{n}: QEMU mapping: {l}"));
         }
         Ok(())
@@ -777,8 +803,12 @@ fn main() {
     t.test("bind_as_the_guide_says", || {
         check!(
             Path::new(USERLAND).join("usr/bin").join(QEMU).exists(),
-            "no {QEMU} in {USERLAND} (vm-run --userland)"
+            "no {QEMU} in {USERLAND} (vm-run --userland{})",
+            if ARM64 { "; tests/passthrough/arm64-userland" } else { "" }
         );
+        if ARM64 {
+            bind_guest_dirs()?;
+        }
         check!(!bars.is_empty(), "no emulated memory for this geometry");
         let block =
             guide_block(&guide, "bind").ok_or_else(|| format!("{GUIDE} has no block bind"))?;
