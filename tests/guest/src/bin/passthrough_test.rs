@@ -34,7 +34,8 @@
 //! `quit` is the machine's power button there: the stub powers off through PSCI.
 //!
 //! Usage: `passthrough_test rust|upstream` with `vm-run --driver none --userland`: binding is
-//! part of the test (the guide's bind block).
+//! part of the test (the guide's bind block). `passthrough_test /opt/extra/NAME.ko` (with
+//! `vm-run --add`) binds a build of the driver changed on purpose instead, to see checks fail.
 
 use std::fs;
 use std::io::BufRead;
@@ -137,7 +138,10 @@ fn bind_guest_dirs() -> Outcome {
     let mounts = fs::read_to_string("/proc/self/mounts")?;
     for d in ["dev", "proc", "sys", "tmp"] {
         let target = format!("{USERLAND}/{d}");
-        if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(target.as_str())) {
+        if mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(target.as_str()))
+        {
             continue;
         }
         let out = Command::new("mount")
@@ -297,7 +301,10 @@ impl Inner {
         loop {
             let serial = self.serial();
             if serial.contains("stub: error") {
-                fail!("the inner kernel failed\nQEMU: {}\nserial: {serial}", self.qemu_log());
+                fail!(
+                    "the inner kernel failed\nQEMU: {}\nserial: {serial}",
+                    self.qemu_log()
+                );
             }
             if serial.contains("stub: done") {
                 tap::diag(format!(
@@ -471,9 +478,17 @@ fn inner_vm() -> Result<(PathBuf, u32), Failure> {
             vms.push(p);
         }
     }
-    check_eq!(vms.len(), 1, "VMs with a stage2_page_tables file in {KVM_DEBUGFS}: {vms:?}");
+    check_eq!(
+        vms.len(),
+        1,
+        "VMs with a stage2_page_tables file in {KVM_DEBUGFS}: {vms:?}"
+    );
     let dir = vms.remove(0);
-    let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let name = dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let pid: u32 = name
         .split('-')
         .next()
@@ -804,7 +819,11 @@ fn main() {
         check!(
             Path::new(USERLAND).join("usr/bin").join(QEMU).exists(),
             "no {QEMU} in {USERLAND} (vm-run --userland{})",
-            if ARM64 { "; tests/passthrough/arm64-userland" } else { "" }
+            if ARM64 {
+                "; tests/passthrough/arm64-userland"
+            } else {
+                ""
+            }
         );
         if ARM64 {
             bind_guest_dirs()?;
