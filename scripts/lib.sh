@@ -40,17 +40,21 @@ rig_select() {
 	RIG_PAGE_SIZE=${RIG_PAGE_SIZE:-4k}
 	RIG_FLAVOUR=${RIG_FLAVOUR:-}
 	export RIG_ARCH RIG_PAGE_SIZE RIG_FLAVOUR
+	# Artifacts are per checkout too: two checkouts (a clean clone running `make check` beside
+	# the working tree) must never run each other's module builds.
+	local art_base
+	art_base=$CACHE/artifacts/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
 	case "$RIG_ARCH/$RIG_PAGE_SIZE" in
-	x86_64/4k) KERNEL_FRAGMENTS=() ARTIFACTS=$CACHE/artifacts ;;
-	arm64/4k) KERNEL_FRAGMENTS=() ARTIFACTS=$CACHE/artifacts-arm64-4k ;;
-	arm64/64k) KERNEL_FRAGMENTS=("$ROOT/scripts/kconfig/arm64-64k.config") ARTIFACTS=$CACHE/artifacts-arm64-64k ;;
+	x86_64/4k) KERNEL_FRAGMENTS=() ARTIFACTS=$art_base/x86_64 ;;
+	arm64/4k) KERNEL_FRAGMENTS=() ARTIFACTS=$art_base/arm64-4k ;;
+	arm64/64k) KERNEL_FRAGMENTS=("$ROOT/scripts/kconfig/arm64-64k.config") ARTIFACTS=$art_base/arm64-64k ;;
 	*) die "RIG_ARCH/RIG_PAGE_SIZE must be x86_64/4k, arm64/4k or arm64/64k, not '$RIG_ARCH/$RIG_PAGE_SIZE'" ;;
 	esac
 	case "$RIG_FLAVOUR" in
 	"") ;;
 	debug)
 		[ "$RIG_ARCH" = x86_64 ] || die "the debug flavour is an x86_64 kernel"
-		KERNEL_FRAGMENTS+=("$ROOT/scripts/kconfig/debug.config") ARTIFACTS=$CACHE/artifacts-debug ;;
+		KERNEL_FRAGMENTS+=("$ROOT/scripts/kconfig/debug.config") ARTIFACTS=$art_base/x86_64-debug ;;
 	*) die "RIG_FLAVOUR must be empty or debug, not '$RIG_FLAVOUR'" ;;
 	esac
 	# The kernel's ARCH, the Rust target of the guest's programs, and Debian's name of the
