@@ -105,9 +105,15 @@ pub fn pud_pfnmap() -> Result<usize, String> {
 
 /// Why the x86 page-table dump cannot be read here, or `None` on x86_64: the dump of the calling
 /// process's page tables ([`page_table_entry`]) and its flag names are x86's.
+/// Also `Some` on a kernel without the dump (no `CONFIG_PTDUMP_DEBUGFS`: Debian's).
 pub fn x86_ptdump_unavailable() -> Option<String> {
-    (std::env::consts::ARCH != "x86_64")
-        .then(|| "x86 page-table dump; arm64 attributes are checked by cache_attr_test".to_string())
+    if std::env::consts::ARCH != "x86_64" {
+        return Some("x86 page-table dump; arm64 attributes are checked by cache_attr_test".into());
+    }
+    let path = "/sys/kernel/debug/page_tables/current_kernel";
+    (!std::path::Path::new(path).exists()).then(|| {
+        format!("no {path}: the kernel has no CONFIG_PTDUMP_DEBUGFS (cache_attr_test reads the attributes through tests/pgattr)")
+    })
 }
 
 /// `BUS_MCEERR_AR` (include/uapi/asm-generic/siginfo.h): hardware memory error consumed on a

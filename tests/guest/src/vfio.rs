@@ -147,9 +147,23 @@ fn ctx<T>(what: &str, r: io::Result<T>) -> io::Result<T> {
     r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
+/// Whether the running kernel has iommufd (CONFIG_IOMMUFD: `/dev/iommu`, and the device cdevs of
+/// CONFIG_VFIO_DEVICE_CDEV). Debian's kernels have neither: there the VFIO group is the only way.
+pub fn iommufd_available() -> bool {
+    std::path::Path::new("/dev/iommu").exists()
+}
+
+/// The reason of a test about iommufd itself that skips on a kernel without it.
+pub const NO_IOMMUFD: &str = "the kernel has no iommufd (no /dev/iommu: CONFIG_IOMMUFD is not set)";
+
 impl Device {
-    /// Opens the device through its cdev and iommufd, attached to a new IOAS.
+    /// Opens the device through its cdev and iommufd, attached to a new IOAS. On a kernel without
+    /// iommufd (`iommufd_available()`), through its group instead (`open_group`): the tests that
+    /// open the device only to use it run on both; the tests of iommufd itself check first.
     pub fn open_iommufd(bdf: &str) -> io::Result<Self> {
+        if !iommufd_available() {
+            return Self::open_group(bdf);
+        }
         let fd = open_rw(&cdev_path(bdf)?)?;
         let iommufd = open_rw("/dev/iommu")?;
         let mut bind = uapi::vfio_device_bind_iommufd {

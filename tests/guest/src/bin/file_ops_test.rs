@@ -191,6 +191,11 @@ fn open_readonly() -> io::Result<(File, File)> {
 
 fn readonly_fd_shared_mapping() -> tap::Outcome {
     needs_driver()?;
+    // A read-only device fd comes only from the cdev: the group's VFIO_GROUP_GET_DEVICE_FD
+    // opens it read-write.
+    if !vfio::iommufd_available() {
+        return Err(Failure::Skip(vfio::NO_IOMMUFD.into()));
+    }
     let page = mm::page_size();
     let word = 0x0123_4567_89ab_cdefu64.to_le_bytes();
     let usemem = {

@@ -52,6 +52,9 @@ fn main() {
     });
 
     t.test("open_iommufd_cdev", || {
+        if !nvgrace_guest_tests::vfio::iommufd_available() {
+            return Err(Failure::Skip(nvgrace_guest_tests::vfio::NO_IOMMUFD.into()));
+        }
         let dev = Device::open_iommufd(GPU_BDF)?;
         let info = dev.info()?;
         check!(
