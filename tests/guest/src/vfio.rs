@@ -55,6 +55,39 @@ struct IommuIoasAlloc {
     out_ioas_id: u32,
 }
 
+/// Binds a device opened through its cdev to `iommufd` and attaches it to a new IOAS there (the
+/// VFIO cdev sequence: VFIO_DEVICE_BIND_IOMMUFD, IOMMU_IOAS_ALLOC,
+/// VFIO_DEVICE_ATTACH_IOMMUFD_PT), which makes its regions accessible.
+pub fn attach_to_new_ioas(fd: &File, iommufd: &File) -> io::Result<()> {
+    let mut bind = uapi::vfio_device_bind_iommufd {
+        argsz: size_of::<uapi::vfio_device_bind_iommufd>() as u32,
+        iommufd: iommufd.as_raw_fd(),
+        ..Default::default()
+    };
+    // SAFETY: The argument is the structure VFIO_DEVICE_BIND_IOMMUFD takes.
+    ctx("VFIO_DEVICE_BIND_IOMMUFD", unsafe {
+        ioctl_ptr(fd, ioctl::VFIO_DEVICE_BIND_IOMMUFD, &mut bind)
+    })?;
+    let mut alloc = IommuIoasAlloc {
+        size: size_of::<IommuIoasAlloc>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: The argument is the structure IOMMU_IOAS_ALLOC takes.
+    ctx("IOMMU_IOAS_ALLOC", unsafe {
+        ioctl_ptr(iommufd, ioctl::IOMMU_IOAS_ALLOC, &mut alloc)
+    })?;
+    let mut attach = uapi::vfio_device_attach_iommufd_pt {
+        argsz: size_of::<uapi::vfio_device_attach_iommufd_pt>() as u32,
+        pt_id: alloc.out_ioas_id,
+        ..Default::default()
+    };
+    // SAFETY: The argument is the structure VFIO_DEVICE_ATTACH_IOMMUFD_PT takes.
+    ctx("VFIO_DEVICE_ATTACH_IOMMUFD_PT", unsafe {
+        ioctl_ptr(fd, ioctl::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach)
+    })?;
+    Ok(())
+}
+
 /// Issues an ioctl whose argument is a pointer to `arg`; returns its non-negative result.
 ///
 /// # Safety
@@ -166,32 +199,7 @@ impl Device {
         }
         let fd = open_rw(&cdev_path(bdf)?)?;
         let iommufd = open_rw("/dev/iommu")?;
-        let mut bind = uapi::vfio_device_bind_iommufd {
-            argsz: size_of::<uapi::vfio_device_bind_iommufd>() as u32,
-            iommufd: iommufd.as_raw_fd(),
-            ..Default::default()
-        };
-        // SAFETY: The argument is the structure VFIO_DEVICE_BIND_IOMMUFD takes.
-        ctx("VFIO_DEVICE_BIND_IOMMUFD", unsafe {
-            ioctl_ptr(&fd, ioctl::VFIO_DEVICE_BIND_IOMMUFD, &mut bind)
-        })?;
-        let mut alloc = IommuIoasAlloc {
-            size: size_of::<IommuIoasAlloc>() as u32,
-            ..Default::default()
-        };
-        // SAFETY: The argument is the structure IOMMU_IOAS_ALLOC takes.
-        ctx("IOMMU_IOAS_ALLOC", unsafe {
-            ioctl_ptr(&iommufd, ioctl::IOMMU_IOAS_ALLOC, &mut alloc)
-        })?;
-        let mut attach = uapi::vfio_device_attach_iommufd_pt {
-            argsz: size_of::<uapi::vfio_device_attach_iommufd_pt>() as u32,
-            pt_id: alloc.out_ioas_id,
-            ..Default::default()
-        };
-        // SAFETY: The argument is the structure VFIO_DEVICE_ATTACH_IOMMUFD_PT takes.
-        ctx("VFIO_DEVICE_ATTACH_IOMMUFD_PT", unsafe {
-            ioctl_ptr(&fd, ioctl::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach)
-        })?;
+        attach_to_new_ioas(&fd, &iommufd)?;
         Ok(Device {
             fd,
             context: Context::Iommufd(iommufd),

@@ -50,7 +50,6 @@ use nvgrace_guest_tests::vfio::region;
 use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 
-use vfio_bindings::bindings::vfio as uapi;
 
 /// The model's readiness delay after the reset of `config_write_fault_keeps_config_reads`, in
 /// ms: far longer than the FLR itself (up to ~240 ms seen) and than a config read under TCG.
@@ -147,15 +146,6 @@ fn file_position_unreachable() -> tap::Outcome {
     Ok(())
 }
 
-/// `struct iommu_ioas_alloc` (include/uapi/linux/iommufd.h).
-#[repr(C)]
-#[derive(Default)]
-struct IommuIoasAlloc {
-    size: u32,
-    flags: u32,
-    out_ioas_id: u32,
-}
-
 /// The device fd through its cdev opened `O_RDONLY`, bound to a new iommufd and IOAS; returns
 /// the device fd and the iommufd (to be dropped after it).
 fn open_readonly() -> io::Result<(File, File)> {
@@ -166,26 +156,7 @@ fn open_readonly() -> io::Result<(File, File)> {
         .read(true)
         .write(true)
         .open("/dev/iommu")?;
-    let mut bind = uapi::vfio_device_bind_iommufd {
-        argsz: size_of::<uapi::vfio_device_bind_iommufd>() as u32,
-        iommufd: iommufd.as_raw_fd(),
-        ..Default::default()
-    };
-    // SAFETY: The argument is the structure VFIO_DEVICE_BIND_IOMMUFD takes.
-    unsafe { vfio::ioctl_ptr(&fd, vfio::ioctl::VFIO_DEVICE_BIND_IOMMUFD, &mut bind) }?;
-    let mut alloc = IommuIoasAlloc {
-        size: size_of::<IommuIoasAlloc>() as u32,
-        ..Default::default()
-    };
-    // SAFETY: The argument is the structure IOMMU_IOAS_ALLOC takes.
-    unsafe { vfio::ioctl_ptr(&iommufd, vfio::ioctl::IOMMU_IOAS_ALLOC, &mut alloc) }?;
-    let mut attach = uapi::vfio_device_attach_iommufd_pt {
-        argsz: size_of::<uapi::vfio_device_attach_iommufd_pt>() as u32,
-        pt_id: alloc.out_ioas_id,
-        ..Default::default()
-    };
-    // SAFETY: The argument is the structure VFIO_DEVICE_ATTACH_IOMMUFD_PT takes.
-    unsafe { vfio::ioctl_ptr(&fd, vfio::ioctl::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach) }?;
+    vfio::attach_to_new_ioas(&fd, &iommufd)?;
     Ok((fd, iommufd))
 }
 
