@@ -9,6 +9,7 @@
 use core::sync::atomic::AtomicBool;
 use core::sync::atomic::Ordering;
 
+use kernel::debugfs;
 use kernel::device;
 use kernel::new_mutex;
 use kernel::pci;
@@ -23,6 +24,7 @@ use crate::config_emu::EmuBars;
 use crate::layout::Layout;
 use crate::layout::LayoutError;
 use crate::layout::MemRegion;
+use crate::poison::PoisonRecord;
 use crate::readiness;
 use crate::readiness::WaitError;
 use crate::vfio::core_device::CoreDevice;
@@ -94,6 +96,9 @@ pub(crate) struct NvGraceGpu {
     /// memory-failure registration of resmem.
     #[pin]
     resmem_pfns: PfnRange,
+    /// The pages memory-failure reported (crate::poison), with their debugfs listing.
+    #[pin]
+    poison: debugfs::File<PoisonRecord>,
 }
 
 /// Upstream's `nvgrace_gpu_pci_core_ops`: plain vfio-pci-core.
@@ -112,6 +117,16 @@ pub(crate) enum Which {
     Resmem,
 }
 
+impl Which {
+    /// The region's name, as in upstream's comments and the kernel log.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Which::Usemem => "usemem",
+            Which::Resmem => "resmem",
+        }
+    }
+}
+
 impl NvGraceGpu {
     /// The emulated region behind a VFIO region index, if any (upstream
     /// `nvgrace_gpu_memregion()`): BAR4 always, BAR2 only with resmem.
@@ -122,6 +137,11 @@ impl NvGraceGpu {
             region_index::BAR2 => layout.resmem.as_ref().map(|r| (Which::Resmem, r)),
             _ => None,
         }
+    }
+
+    /// The poisoned pages of usemem and resmem (deliberate difference 6, crate::poison).
+    pub(crate) fn poison(&self) -> &PoisonRecord {
+        &self.poison
     }
 
     /// The memory of an emulated region, to map or export.
@@ -234,11 +254,14 @@ impl NvGraceGpu {
         }
     }
 
-    fn new(
+    /// The driver state; `debugfs` is the device's own directory, which must live until the
+    /// initialiser has run.
+    fn new<'a>(
         layout: Option<Layout>,
         mem: Option<GpuMemory>,
         cxl_dvsec: Option<u16>,
-    ) -> impl PinInit<Self, Error> {
+        debugfs: &'a debugfs::Dir,
+    ) -> impl PinInit<Self, Error> + 'a {
         let region_mem = |r: &MemRegion| mem.and_then(|m| m.sub_range(r.memphys, r.memlength));
         let usemem_mem = layout.as_ref().and_then(|l| region_mem(&l.usemem));
         let resmem_mem = layout
@@ -251,6 +274,11 @@ impl NvGraceGpu {
                 .map(|r| EmuBar::new(r.bar_size)),
             usemem: EmuBar::new(layout.map_or(0, |l| l.usemem.bar_size)),
         };
+        let poison = PoisonRecord::new(
+            layout.as_ref().map(|l| &l.usemem),
+            layout.as_ref().and_then(|l| l.resmem.as_ref()),
+            PAGE_SHIFT,
+        );
         try_pin_init!(Self {
             layout,
             usemem_mem,
@@ -261,6 +289,11 @@ impl NvGraceGpu {
             kmaps <- new_mutex!(KernelMaps::default()),
             usemem_pfns <- PfnRange::new(),
             resmem_pfns <- PfnRange::new(),
+            poison <- debugfs.read_callback_file(
+                c"poisoned_pages",
+                poison,
+                &|r: &PoisonRecord, f: &mut core::fmt::Formatter<'_>| r.show(f),
+            ),
         }? Error)
     }
 }
@@ -270,7 +303,10 @@ impl Driver for NvGraceGpu {
 
     const NAME: &'static CStr = c"nvgrace_gpu_vfio_pci";
 
-    fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self>> {
+    fn probe(
+        pdev: &pci::Device<device::Core<'_>>,
+        debugfs: &debugfs::Dir,
+    ) -> Result<Registered<Self>> {
         let dev = pdev.as_ref();
         // No memory described (absent properties, or size 0, which firmware reports when the C2C
         // link is down): plain vfio-pci-core.
@@ -315,7 +351,9 @@ impl Driver for NvGraceGpu {
                 None
             }
         };
-        vdev.init_data(Self::new(layout, mem, cxl_dvsec))?
+        // The directory lives as long as the entries made in it (crate::poison).
+        let dir = debugfs.subdir(dev.name());
+        vdev.init_data(Self::new(layout, mem, cxl_dvsec, &dir))?
             .register()
             .inspect_err(|e| {
                 dev_err!(

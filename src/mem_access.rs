@@ -64,6 +64,25 @@ fn with_kmap<R>(
     }
 }
 
+/// `EIO` if the `mem_count` bytes of memory at `offset` hold a page that memory-failure
+/// reported (crate::poison): nothing of the access is copied, so the kernel never reads the
+/// poison through its own mapping. A page reported while the copy runs is not seen.
+fn refuse_poisoned(
+    vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    offset: u64,
+    mem_count: usize,
+) -> Result {
+    if vdev
+        .data()
+        .poison()
+        .any_in_bytes(which, offset, mem_count as u64)
+    {
+        return Err(EIO);
+    }
+    Ok(())
+}
+
 /// Consecutive rounds that may copy nothing right after a successful fault-in before the call
 /// fails with `EFAULT`. One such round proves nothing: when the user buffer is a mapping of a
 /// device (this one included), a reset can zap it between the fault-in and the copy
@@ -85,6 +104,7 @@ pub(crate) fn read(
     let (index, offset) = split_pos(*pos);
     let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
+    refuse_poisoned(vdev, which, offset, mem_count)?;
 
     NvGraceGpu::wait_cxl_if_reset(vdev)?;
     let mut done = 0;
@@ -144,6 +164,7 @@ pub(crate) fn write(
     // Writes wholly beyond the memory are dropped without a readiness check, as upstream; any
     // other write checks readiness, even one of no bytes (upstream's `offset >= memlength` test).
     if offset < region.memlength {
+        refuse_poisoned(vdev, which, offset, mem_count)?;
         NvGraceGpu::wait_cxl_if_reset(vdev)?;
         let mut done = 0;
         let mut stalled = 0;

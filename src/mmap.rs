@@ -12,6 +12,7 @@ use kernel::prelude::*;
 
 use crate::device::NvGraceGpu;
 use crate::device::Which;
+use crate::poison::Recorded;
 use crate::vfio::core_device::CoreDevice;
 use crate::vfio::gpu_memory::GpuMemory;
 use crate::vfio::ops::OFFSET_SHIFT;
@@ -90,10 +91,24 @@ impl FaultHandler for NvGraceGpu {
             fault.debug_result(vdev, order, pfn, fault_result::FALLBACK);
             return fault_result::FALLBACK;
         }
+        // A poisoned page (crate::poison) is never mapped again; a huge entry over one falls
+        // back, so that the good pages around it still map with smaller entries.
+        if vdev.data().poison().any_in(pfn, 1u64 << order) {
+            let ret = if order == 0 {
+                fault_result::HWPOISON
+            } else {
+                fault_result::FALLBACK
+            };
+            fault.debug_result(vdev, order, pfn, ret);
+            return ret;
+        }
         Self::fault_aligned(vdev, fault, mem, pfn, order)
     }
 
     fn pfn_to_pgoff(vdev: &CoreDevice<Self>, vma: &Vma, pfn: u64) -> Result<u64> {
+        // memory-failure asks once per VMA of the device fd and process: the first call for
+        // a PFN records it (crate::poison), whichever region this VMA maps.
+        record_poison(vdev, pfn);
         let (_, region) = vdev.data().region(vma_index(vma)).ok_or(EINVAL)?;
         let first = region.first_pfn(PAGE_SHIFT);
         if pfn < first || pfn >= first + region.nr_pages(PAGE_SHIFT) {
@@ -106,6 +121,26 @@ impl FaultHandler for NvGraceGpu {
             return Err(EFAULT);
         }
         Ok(vma.pgoff() + (in_region - vma_first))
+    }
+}
+
+/// Records a PFN that memory-failure reported, and says so in the kernel log the first time.
+/// Runs under the mapping's `i_mmap` lock and RCU: no sleeping, no allocation.
+fn record_poison(vdev: &CoreDevice<NvGraceGpu>, pfn: u64) {
+    let dev = vdev.pdev().as_ref();
+    match vdev.data().poison().record(pfn) {
+        Some((Recorded::Added, which, offset)) => dev_warn!(
+            dev,
+            "memory failure at {} offset {offset:#x} (PFN {pfn:#x}): the page is not mapped again and reads and writes of it fail until the device is removed\n",
+            which.name()
+        ),
+        Some((Recorded::Full, which, offset)) => dev_err!(
+            dev,
+            "memory failure at {} offset {offset:#x} (PFN {pfn:#x}) not recorded: the record of {} poisoned pages is full\n",
+            which.name(),
+            crate::poison::CAPACITY
+        ),
+        Some((Recorded::Known, _, _)) | None => {}
     }
 }
 

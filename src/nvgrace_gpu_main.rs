@@ -13,6 +13,7 @@ mod device;
 mod layout;
 mod mem_access;
 mod mmap;
+mod poison;
 mod readiness;
 mod vfio;
 

@@ -12,6 +12,7 @@
 
 use core::marker::PhantomData;
 
+use kernel::debugfs;
 use kernel::device;
 use kernel::device_id::RawDeviceId;
 use kernel::error::from_result;
@@ -72,8 +73,12 @@ pub(crate) trait Driver {
     /// The driver name (`struct pci_driver.name`, shown under /sys/bus/pci/drivers).
     const NAME: &'static CStr;
 
-    /// Binds `pdev`: allocates, initialises and registers its VFIO device.
-    fn probe(pdev: &pci::Device<device::Core<'_>>) -> Result<Registered<Self::Data>>;
+    /// Binds `pdev`: allocates, initialises and registers its VFIO device. `debugfs` is the
+    /// driver's directory (`<debugfs>/<NAME>`), for the device's own entries.
+    fn probe(
+        pdev: &pci::Device<device::Core<'_>>,
+        debugfs: &debugfs::Dir,
+    ) -> Result<Registered<Self::Data>>;
 
     /// Called by the PCI core after any reset of the function (FLR, bus reset, AER recovery).
     fn reset_done(vdev: &CoreDevice<Self::Data>);
@@ -88,9 +93,12 @@ pub(crate) trait Driver {
 ///
 /// # Invariants
 ///
-/// `drv` is registered with the PCI core from a successful [`Registration::new`] until drop.
+/// `drv` is registered with the PCI core from a successful [`Registration::new`] until drop;
+/// `debugfs` is created before it and removed after it is unregistered.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: Driver> {
+    /// The driver's debugfs directory, `<debugfs>/<T::NAME>`.
+    debugfs: debugfs::Dir,
     #[pin]
     drv: Opaque<bindings::pci_driver>,
     _t: PhantomData<T>,
@@ -121,6 +129,7 @@ impl<T: Driver + 'static> Registration<T> {
         module: &'static ThisModule,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
+            debugfs: debugfs::Dir::new(T::NAME),
             drv <- Opaque::try_ffi_init(move |drv: *mut bindings::pci_driver| {
                 // SAFETY: `drv` points to pinned storage, valid for writes, that is ours until
                 // `__pci_register_driver` succeeds; it is zeroed first (every field the PCI core
@@ -151,10 +160,17 @@ impl<T: Driver + 'static> Registration<T> {
         // SAFETY: The PCI core calls probe with a valid `pci_dev` that stays valid for the call;
         // `pci::Device` is a transparent wrapper of it, and the call is the probe context `Core`
         // stands for.
-        let pdev = unsafe { &*pdev.cast::<pci::Device<device::Core<'_>>>() };
+        let pdev_ref = unsafe { &*pdev.cast::<pci::Device<device::Core<'_>>>() };
+        // SAFETY: The driver core sets `dev.driver` to the driver being probed before calling
+        // probe: the `device_driver` embedded in `drv` of this pinned `Registration`, which
+        // stays alive until `drop` unregisters it, and no probe runs after that.
+        let this = unsafe {
+            let drv = kernel::container_of!((*pdev).dev.driver, bindings::pci_driver, driver);
+            &*kernel::container_of!(drv.cast::<Opaque<bindings::pci_driver>>(), Self, drv)
+        };
         from_result(|| {
             // Ownership of the reference moves to drvdata; `remove_callback` takes it back.
-            T::probe(pdev)?.into_drvdata();
+            T::probe(pdev_ref, &this.debugfs)?.into_drvdata();
             Ok(0)
         })
     }

@@ -29,6 +29,9 @@ pub(crate) mod fault_result {
     pub(crate) const SIGBUS: u32 = bindings::vm_fault_reason_VM_FAULT_SIGBUS;
     /// The huge mapping cannot be made; the core retries with a smaller order.
     pub(crate) const FALLBACK: u32 = bindings::vm_fault_reason_VM_FAULT_FALLBACK;
+    /// The page is poisoned: the MM sends SIGBUS `BUS_MCEERR_AR` at the faulting address, with
+    /// `si_addr_lsb` = `PAGE_SHIFT` (arch fault handlers, e.g. arm64 `do_page_fault()`).
+    pub(crate) const HWPOISON: u32 = bindings::vm_fault_reason_VM_FAULT_HWPOISON;
 }
 
 /// VMA flags (include/linux/mm.h), as `vm_flags_set()` takes them.

@@ -14,8 +14,14 @@ pub mod config_emu;
 #[path = "../../../src/readiness.rs"]
 pub mod readiness;
 
+#[path = "../../../src/poison/table.rs"]
+pub mod poison_table;
+
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod readiness_tests;
+
+#[cfg(test)]
+mod poison_tests;
