@@ -56,6 +56,19 @@
 //!    `nvgrace_gpu_write` in the chain); the splat checks of upstream runs leave that report
 //!    out and print it (`listed_kernel_report`, `sys::no_kernel_splat`). Lockdep turns itself
 //!    off after its first report, so the rest of such a boot is not checked for lock bugs.
+//! 6. **Poisoned pages stay poisoned** (beyond upstream). GPU memory has no `struct page`, so
+//!    nothing in the MM remembers that memory-failure reported one of its pages, and upstream
+//!    7.3 keeps no state of its own: once a reset, munmap or close has zapped the mapping, the
+//!    next fault maps the bad page again, and a pread/pwrite reads or writes it through the
+//!    kernel's mapping (consuming the poison in kernel context on real hardware). The Rust
+//!    driver records each PFN that memory-failure's callback reports (src/poison.rs), from
+//!    probe to remove: a fault on it gets SIGBUS `BUS_MCEERR_AR` (VM_FAULT_HWPOISON), a huge
+//!    fault over it falls back to smaller entries so the good pages around it still map, a
+//!    read or write that touches it fails with EIO, and debugfs
+//!    (`nvgrace_gpu_vfio_pci/<device>/poisoned_pages`) and the kernel log list it. Neither
+//!    driver unmaps what is already mapped when the failure is reported.
+//!    Tests: `poison_test`; `concurrency_test` (`memory_failure_while_faulting`: the faulting
+//!    process may get that SIGBUS after a reset, with the Rust driver only).
 
 /// Which build of the driver the rig bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +103,12 @@ pub fn private_mmap_refused() -> bool {
 /// device and a reset comes in between.
 pub fn copies_under_memory_lock() -> bool {
     build() == Some(Build::Upstream)
+}
+
+/// Difference 6: whether a page that memory-failure reported is refused from then on (faults
+/// SIGBUS, reads and writes EIO, huge faults over it fall back).
+pub fn poisoned_pages_stay_poisoned() -> bool {
+    build() == Some(Build::Rust)
 }
 
 /// The listed difference a kernel log report belongs to, if the build under test has it: the
