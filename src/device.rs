@@ -6,49 +6,69 @@
 //!
 //! Reference: drivers/vfio/pci/nvgrace-gpu/main.c (function names in brackets below).
 
-use core::sync::atomic::AtomicBool;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering, //
+};
 
-use kernel::debugfs;
-use kernel::device;
-use kernel::new_mutex;
-use kernel::pci;
-use kernel::prelude::*;
-use kernel::sync::Mutex;
-use kernel::uaccess::UserPtr;
-use kernel::uaccess::UserSlice;
+use kernel::{
+    debugfs,
+    device,
+    new_mutex,
+    pci,
+    prelude::*,
+    sync::Mutex,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
+};
 
-use crate::config_emu::may_touch_emulated;
-use crate::config_emu::EmuBar;
-use crate::config_emu::EmuBars;
-use crate::layout::Layout;
-use crate::layout::LayoutError;
-use crate::layout::MemRegion;
-use crate::poison::PoisonRecord;
-use crate::readiness;
-use crate::readiness::WaitError;
-use crate::vfio::core_device::CoreDevice;
-use crate::vfio::core_device::DeviceOps;
-use crate::vfio::core_device::MemoryReadGuard;
-use crate::vfio::core_device::PciConfig;
-use crate::vfio::core_device::PciDeviceOps;
-use crate::vfio::core_device::ProbeBar0;
-use crate::vfio::core_device::Registered;
-use crate::vfio::gpu_memory::GpuMemory;
-use crate::vfio::kmap::KernelMap;
-use crate::vfio::memory_failure::PfnRange;
-use crate::vfio::ops;
-use crate::vfio::ops::ioctl_cmd;
-use crate::vfio::ops::region_flags;
-use crate::vfio::ops::region_index;
-use crate::vfio::ops::DmabufRequest;
-use crate::vfio::ops::InfoCaps;
-use crate::vfio::ops::RegionInfo;
-use crate::vfio::ops::VariantOps;
-use crate::vfio::ops::OFFSET_SHIFT;
-use crate::vfio::pci::Driver;
-use crate::vfio::time::KernelClock;
-use crate::vfio::vma::PAGE_SHIFT;
+use crate::{
+    config_emu::{
+        may_touch_emulated,
+        EmuBar,
+        EmuBars, //
+    },
+    layout::{
+        Layout,
+        LayoutError,
+        MemRegion, //
+    },
+    poison::PoisonRecord,
+    readiness::{
+        self,
+        WaitError, //
+    },
+    vfio::{
+        core_device::{
+            CoreDevice,
+            DeviceOps,
+            MemoryReadGuard,
+            PciConfig,
+            PciDeviceOps,
+            ProbeBar0,
+            Registered, //
+        },
+        gpu_memory::GpuMemory,
+        kmap::KernelMap,
+        memory_failure::PfnRange,
+        ops::{
+            self,
+            ioctl_cmd,
+            region_flags,
+            region_index,
+            DmabufRequest,
+            InfoCaps,
+            RegionInfo,
+            VariantOps,
+            OFFSET_SHIFT, //
+        },
+        pci::Driver,
+        time::KernelClock,
+        vma::PAGE_SHIFT, //
+    }, //
+};
 
 /// `PCI_VENDOR_ID_NVIDIA`.
 const PCI_VENDOR_ID_NVIDIA: u16 = 0x10de;

@@ -15,17 +15,29 @@
 //! usercopy failure) end the call with `EFAULT`, as upstream's single copy does; a fatal signal
 //! ends it with `EINTR`.
 
-use kernel::prelude::*;
-use kernel::uaccess::UserPtr;
-use kernel::uaccess::UserSlice;
+use kernel::{
+    prelude::*,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
+};
 
-use crate::device::split_pos;
-use crate::device::NvGraceGpu;
-use crate::device::Which;
-use crate::vfio::core_device::CoreDevice;
-use crate::vfio::kmap::Caching;
-use crate::vfio::kmap::KernelMap;
-use crate::vfio::uaccess;
+use crate::{
+    device::{
+        split_pos,
+        NvGraceGpu,
+        Which, //
+    },
+    vfio::{
+        core_device::CoreDevice,
+        kmap::{
+            Caching,
+            KernelMap, //
+        },
+        uaccess, //
+    }, //
+};
 
 /// The bytes of an access that reach memory, after clipping at the BAR: `(count, mem_count)`,
 /// with `mem_count <= count`. `EINVAL` when the access starts at or beyond the BAR.

@@ -10,20 +10,28 @@
 
 use kernel::prelude::*;
 
-use crate::device::NvGraceGpu;
-use crate::device::Which;
-use crate::poison::Recorded;
-use crate::vfio::core_device::CoreDevice;
-use crate::vfio::gpu_memory::GpuMemory;
-use crate::vfio::ops::OFFSET_SHIFT;
-use crate::vfio::vma;
-use crate::vfio::vma::fault_result;
-use crate::vfio::vma::vm_flags;
-use crate::vfio::vma::Fault;
-use crate::vfio::vma::FaultHandler;
-use crate::vfio::vma::VmOps;
-use crate::vfio::vma::Vma;
-use crate::vfio::vma::PAGE_SHIFT;
+use crate::{
+    device::{
+        NvGraceGpu,
+        Which, //
+    },
+    poison::Recorded,
+    vfio::{
+        core_device::CoreDevice,
+        gpu_memory::GpuMemory,
+        ops::OFFSET_SHIFT,
+        vma::{
+            self,
+            fault_result,
+            vm_flags,
+            Fault,
+            FaultHandler,
+            VmOps,
+            Vma,
+            PAGE_SHIFT, //
+        }, //
+    }, //
+};
 
 /// The VMA operations of the emulated BARs; also what identifies our VMAs.
 static MMAP_OPS: VmOps<NvGraceGpu> = vma::vm_ops::<NvGraceGpu>();

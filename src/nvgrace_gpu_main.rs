@@ -19,8 +19,10 @@ mod vfio;
 
 use kernel::prelude::*;
 
-use crate::vfio::pci::Registration;
-use crate::vfio::pci::VfioDeviceId;
+use crate::vfio::pci::{
+    Registration,
+    VfioDeviceId, //
+};
 
 /// `PCI_VENDOR_ID_NVIDIA` of include/linux/pci_ids.h.
 const NVIDIA: u16 = 0x10de;

@@ -31,22 +31,32 @@
 //! callback in `struct pfn_address_space`), would close that gap; it is worth proposing
 //! upstream.
 
-use core::fmt;
-use core::sync::atomic::AtomicUsize;
-use core::sync::atomic::Ordering;
+use core::{
+    fmt,
+    sync::atomic::{
+        AtomicUsize,
+        Ordering, //
+    }, //
+};
 
-use kernel::new_spinlock;
-use kernel::prelude::*;
-use kernel::sync::SpinLock;
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::SpinLock, //
+};
 
-use crate::device::Which;
-use crate::layout::MemRegion;
+use crate::{
+    device::Which,
+    layout::MemRegion, //
+};
 
 mod table;
 
-pub(crate) use table::Recorded;
 use table::PoisonTable;
-pub(crate) use table::CAPACITY;
+pub(crate) use table::{
+    Recorded,
+    CAPACITY, //
+};
 
 /// The page frames of one region: `(first_pfn, nr_pages)`.
 type PfnSpan = (u64, u64);

@@ -15,17 +15,25 @@
 //!
 //! C header: [`include/linux/vfio_pci_core.h`](srctree/include/linux/vfio_pci_core.h)
 
-use core::marker::PhantomData;
-use core::mem::offset_of;
-use core::mem::MaybeUninit;
-use core::ptr::NonNull;
+use core::{
+    marker::PhantomData,
+    mem::{
+        offset_of,
+        MaybeUninit, //
+    },
+    ptr::NonNull, //
+};
 
-use kernel::device;
-use kernel::error::from_err_ptr;
-use kernel::error::to_result;
-use kernel::pci;
-use kernel::prelude::*;
-use kernel::types::Opaque;
+use kernel::{
+    device,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
+    pci,
+    prelude::*,
+    types::Opaque, //
+};
 
 use super::bindings;
 

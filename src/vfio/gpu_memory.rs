@@ -11,9 +11,11 @@
 //!
 //! C header: [`include/linux/property.h`](srctree/include/linux/property.h)
 
-use kernel::device;
-use kernel::pci;
-use kernel::prelude::*;
+use kernel::{
+    device,
+    pci,
+    prelude::*, //
+};
 
 /// The ACPI `_DSD` (or device-tree) properties that describe the GPU memory.
 const MEM_BASE_PROPERTY: &CStr = c"nvidia,gpu-mem-base-pa";

@@ -8,14 +8,18 @@
 
 use core::ptr::NonNull;
 
-use kernel::ffi::c_void;
-use kernel::prelude::*;
-use kernel::uaccess::UserPtr;
+use kernel::{
+    ffi::c_void,
+    prelude::*,
+    uaccess::UserPtr, //
+};
 
-use super::bindings;
-use super::core_device::CoreDevice;
-use super::gpu_memory::GpuMemory;
-use super::uaccess::NoPageFaults;
+use super::{
+    bindings,
+    core_device::CoreDevice,
+    gpu_memory::GpuMemory,
+    uaccess::NoPageFaults, //
+};
 
 /// How a region is mapped into the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,13 +109,14 @@ impl KernelMap {
                 };
                 Ok(count - left)
             }
-            // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
-            Caching::WriteCombine => match unsafe {
-                vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false)
-            } {
-                Err(e) if e == EFAULT => Ok(0),
-                r => r.map(|_| count),
-            },
+            Caching::WriteCombine => {
+                // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
+                let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false) };
+                match r {
+                    Err(e) if e == EFAULT => Ok(0),
+                    r => r.map(|_| count),
+                }
+            }
         }
     }
 
@@ -142,13 +147,14 @@ impl KernelMap {
                 };
                 Ok(count - left)
             }
-            // SAFETY: As in `read_to_user_nofault`.
-            Caching::WriteCombine => match unsafe {
-                vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true)
-            } {
-                Err(e) if e == EFAULT => Ok(0),
-                r => r.map(|_| count),
-            },
+            Caching::WriteCombine => {
+                // SAFETY: As in `read_to_user_nofault`.
+                let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true) };
+                match r {
+                    Err(e) if e == EFAULT => Ok(0),
+                    r => r.map(|_| count),
+                }
+            }
         }
     }
 }

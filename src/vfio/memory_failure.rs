@@ -5,17 +5,25 @@
 //!
 //! C header: [`include/linux/memory-failure.h`](srctree/include/linux/memory-failure.h)
 
-use core::sync::atomic::AtomicBool;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering, //
+};
 
-use kernel::error::to_result;
-use kernel::prelude::*;
-use kernel::types::Opaque;
+use kernel::{
+    error::to_result,
+    prelude::*,
+    types::Opaque, //
+};
 
-use super::bindings;
-use super::core_device::CoreDevice;
-use super::vma::pfn_to_vma_pgoff;
-use super::vma::FaultHandler;
+use super::{
+    bindings,
+    core_device::CoreDevice,
+    vma::{
+        pfn_to_vma_pgoff,
+        FaultHandler, //
+    }, //
+};
 
 /// A `struct pfn_address_space`: one PFN range and the device-fd mapping whose VMAs map it.
 ///

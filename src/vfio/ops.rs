@@ -5,23 +5,33 @@
 //!
 //! C header: [`include/linux/vfio.h`](srctree/include/linux/vfio.h)
 
-use kernel::error::from_result;
-use kernel::error::to_result;
-use kernel::ffi::c_char;
-use kernel::ffi::c_int;
-use kernel::ffi::c_long;
-use kernel::ffi::c_uint;
-use kernel::ffi::c_ulong;
-use kernel::ffi::c_void;
-use kernel::prelude::*;
-use kernel::uaccess::UserPtr;
+use kernel::{
+    error::{
+        from_result,
+        to_result, //
+    },
+    ffi::{
+        c_char,
+        c_int,
+        c_long,
+        c_uint,
+        c_ulong,
+        c_void, //
+    },
+    prelude::*,
+    uaccess::UserPtr, //
+};
 
-use super::bindings;
-use super::core_device::CoreDevice;
-use super::core_device::DeviceOps;
-use super::core_device::PciDeviceOps;
-use super::gpu_memory::GpuMemory;
-use super::vma::Vma;
+use super::{
+    bindings,
+    core_device::{
+        CoreDevice,
+        DeviceOps,
+        PciDeviceOps, //
+    },
+    gpu_memory::GpuMemory,
+    vma::Vma, //
+};
 
 /// `struct vfio_region_info`: the fixed part of a `VFIO_DEVICE_GET_REGION_INFO` reply.
 pub(crate) type RegionInfo = bindings::vfio_region_info;

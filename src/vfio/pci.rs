@@ -12,20 +12,28 @@
 
 use core::marker::PhantomData;
 
-use kernel::debugfs;
-use kernel::device;
-use kernel::device_id::RawDeviceId;
-use kernel::error::from_result;
-use kernel::error::to_result;
-use kernel::ffi::c_int;
-use kernel::pci;
-use kernel::prelude::*;
-use kernel::types::Opaque;
-use kernel::ThisModule;
+use kernel::{
+    debugfs,
+    device,
+    device_id::RawDeviceId,
+    error::{
+        from_result,
+        to_result, //
+    },
+    ffi::c_int,
+    pci,
+    prelude::*,
+    types::Opaque,
+    ThisModule, //
+};
 
-use super::bindings;
-use super::core_device::CoreDevice;
-use super::core_device::Registered;
+use super::{
+    bindings,
+    core_device::{
+        CoreDevice,
+        Registered, //
+    }, //
+};
 
 /// A PCI ID table entry that matches only through `driver_override`, as VFIO drivers do.
 ///

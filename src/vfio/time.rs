@@ -2,13 +2,17 @@
 
 //! The kernel's clock and killable sleep, for the readiness waits of [`crate::readiness`].
 
-use kernel::time::msecs_to_jiffies;
-use kernel::time::Instant;
-use kernel::time::Monotonic;
+use kernel::time::{
+    msecs_to_jiffies,
+    Instant,
+    Monotonic, //
+};
 
 use super::bindings;
-use crate::readiness::Clock;
-use crate::readiness::WaitError;
+use crate::readiness::{
+    Clock,
+    WaitError, //
+};
 
 /// Milliseconds since the clock was made (monotonic), and sleeps that a fatal signal ends.
 pub(crate) struct KernelClock {

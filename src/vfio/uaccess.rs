@@ -12,8 +12,10 @@
 
 use core::marker::PhantomData;
 
-use kernel::prelude::*;
-use kernel::uaccess::UserPtr;
+use kernel::{
+    prelude::*,
+    uaccess::UserPtr, //
+};
 
 use super::bindings;
 

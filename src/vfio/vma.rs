@@ -10,14 +10,20 @@
 
 use core::marker::PhantomData;
 
-use kernel::ffi::c_int;
-use kernel::ffi::c_uint;
-use kernel::ffi::c_ulong;
-use kernel::prelude::*;
-use kernel::types::Opaque;
+use kernel::{
+    ffi::{
+        c_int,
+        c_uint,
+        c_ulong, //
+    },
+    prelude::*,
+    types::Opaque, //
+};
 
-use super::bindings;
-use super::core_device::CoreDevice;
+use super::{
+    bindings,
+    core_device::CoreDevice, //
+};
 
 /// `PAGE_SHIFT` of the architecture: pages are `1 << PAGE_SHIFT` bytes.
 pub(crate) const PAGE_SHIFT: u32 = bindings::NVGRACE_CONST_PAGE_SHIFT;
