@@ -6,7 +6,6 @@
 //! of the Command register.
 
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use vfio_bindings::bindings::vfio as uapi;
 
@@ -194,11 +193,11 @@ impl GpuMemExt for Device {
     }
 
     fn mem_read(&self, m: &GpuMem, off: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.read_at(buf, m.at(off))
+        self.pread(buf, m.at(off))
     }
 
     fn mem_write(&self, m: &GpuMem, off: u64, data: &[u8]) -> io::Result<usize> {
-        self.fd.write_at(data, m.at(off))
+        self.pwrite(data, m.at(off))
     }
 
     fn mem_read_exact(&self, m: &GpuMem, off: u64, buf: &mut [u8]) -> io::Result<()> {

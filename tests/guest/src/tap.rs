@@ -3,8 +3,169 @@
 //! A TAP 13 harness in the kselftest format (tools/testing/selftests/kselftest.h): a plan line,
 //! one `ok`/`not ok` line per test with `# SKIP reason` for skips, `# ` diagnostics, and a totals
 //! line. The exit status follows kselftest: 0 all passed, 1 any failure, 4 all skipped.
+//!
+//! What a test observed goes in a TAP 13 YAML block after its line, for scripts/tapsum to
+//! compare between the driver builds ([`observe`], [`observe_listed`]):
+//!
+//! ```text
+//! ok 4 pread_pwrite
+//!   ---
+//!   observed:
+//!     pread_errno: "EIO"
+//!   listed:
+//!     pread_errno: 6
+//!   ...
+//! ```
+//!
+//! Values are JSON strings (valid YAML); `listed` names the entry of
+//! tests/guest/src/differences.rs under which a value may differ between the builds.
 
 use std::fmt::Display;
+use std::sync::Mutex;
+
+/// The observations of the running test: `(key, value, listed difference)`, in order.
+static OBSERVED: Mutex<Vec<(String, String, Option<u32>)>> = Mutex::new(Vec::new());
+
+fn push_observation(key: &str, value: String, listed: Option<u32>) {
+    let key: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' })
+        .collect();
+    let mut obs = OBSERVED.lock().unwrap_or_else(|e| e.into_inner());
+    // The last value of a key counts: a test that observes in a loop reports where it ended.
+    obs.retain(|(k, _, _)| *k != key);
+    obs.push((key, value, listed));
+}
+
+/// Records what the running test saw under `key` (an errno, a byte count, a digest, a signal
+/// code, a fault count): scripts/tapsum fails the run if the other driver build saw otherwise.
+/// Only values that do not depend on the boot (no virtual addresses, no times).
+pub fn observe(key: &str, value: impl Display) {
+    push_observation(key, value.to_string(), None);
+}
+
+/// Like [`observe`], for a value that may differ between the builds because of the listed
+/// difference `difference` (tests/guest/src/differences.rs).
+pub fn observe_listed(difference: u32, key: &str, value: impl Display) {
+    push_observation(key, value.to_string(), Some(difference));
+}
+
+/// An errno as its name where the tests meet it, else its number: for observations.
+pub fn errno_name(e: Option<i32>) -> String {
+    match e {
+        Some(libc::EIO) => "EIO".into(),
+        Some(libc::EFAULT) => "EFAULT".into(),
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::ENODEV) => "ENODEV".into(),
+        Some(libc::EBUSY) => "EBUSY".into(),
+        Some(libc::ETIME) => "ETIME".into(),
+        Some(libc::EINTR) => "EINTR".into(),
+        Some(libc::ENOTTY) => "ENOTTY".into(),
+        Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::EOVERFLOW) => "EOVERFLOW".into(),
+        Some(libc::EAGAIN) => "EAGAIN".into(),
+        Some(n) => format!("errno {n}"),
+        None => "no errno".into(),
+    }
+}
+
+/// The I/O trace of the running test: every pread/pwrite, config access and region info query
+/// made through the library's helpers (tests/guest/src/vfio.rs, gpumem.rs), folded into a
+/// digest of what was asked and what came back (counts, errnos, the bytes read).
+struct Trace {
+    /// Whether the program asked for it ([`trace_io`]): only programs whose I/O is the same
+    /// in every boot (no races, no timing) do.
+    enabled: bool,
+    ops: u64,
+    /// FNV-1a, 64 bits.
+    hash: u64,
+    /// The listed difference under which this test's I/O may differ between the builds.
+    listed: Option<u32>,
+}
+
+static TRACE: Mutex<Trace> = Mutex::new(Trace {
+    enabled: false,
+    ops: 0,
+    hash: FNV_OFFSET,
+    listed: None,
+});
+
+/// FNV-1a 64-bit offset basis and prime (Fowler, Noll, Vo; IETF draft-eastlake-fnv).
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Makes every later test of this program report its I/O trace (`io.ops`, `io.digest`).
+pub fn trace_io() {
+    TRACE.lock().unwrap_or_else(|e| e.into_inner()).enabled = true;
+}
+
+/// The running test's I/O differs between the builds by the listed difference `difference`.
+pub fn trace_listed(difference: u32) {
+    TRACE.lock().unwrap_or_else(|e| e.into_inner()).listed = Some(difference);
+}
+
+/// Adds one operation to the trace: its name, position and length, its result (a count or an
+/// errno) and the bytes it returned (reads).
+pub fn trace(op: &str, pos: u64, len: usize, result: &std::io::Result<usize>, data: &[u8]) {
+    let mut t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+    if !t.enabled {
+        return;
+    }
+    let res = match result {
+        Ok(n) => *n as i64,
+        Err(e) => -(e.raw_os_error().unwrap_or(i32::MAX) as i64),
+    };
+    let mut h = t.hash;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
+        }
+    };
+    feed(op.as_bytes());
+    feed(&pos.to_le_bytes());
+    feed(&(len as u64).to_le_bytes());
+    feed(&res.to_le_bytes());
+    if let Ok(n) = result {
+        feed(&data[..(*n).min(data.len())]);
+    }
+    t.hash = h;
+    t.ops += 1;
+}
+
+/// Prints the YAML block of the test that just ended, if it observed anything.
+fn flush_observations() {
+    {
+        let mut t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+        if t.enabled && t.ops > 0 {
+            let (ops, hash, listed) = (t.ops, t.hash, t.listed);
+            drop(t);
+            push_observation("io.ops", ops.to_string(), listed);
+            push_observation("io.digest", format!("{hash:016x}"), listed);
+            t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+        }
+        t.ops = 0;
+        t.hash = FNV_OFFSET;
+        t.listed = None;
+    }
+    let obs = std::mem::take(&mut *OBSERVED.lock().unwrap_or_else(|e| e.into_inner()));
+    if obs.is_empty() {
+        return;
+    }
+    println!("  ---");
+    println!("  observed:");
+    for (k, v, _) in &obs {
+        println!("    {k}: {}", serde_json::Value::String(v.clone()));
+    }
+    if obs.iter().any(|(_, _, l)| l.is_some()) {
+        println!("  listed:");
+        for (k, _, l) in &obs {
+            if let Some(n) = l {
+                println!("    {k}: {n}");
+            }
+        }
+    }
+    println!("  ...");
+}
 
 /// The outcome of one test: `Ok(())` passed, `Err(Failure)` failed or skipped with a reason.
 pub type Outcome = Result<(), Failure>;
@@ -90,7 +251,15 @@ impl Harness {
     pub fn test(&mut self, name: &str, f: impl FnOnce() -> Outcome) {
         self.run += 1;
         let n = self.run;
-        match f() {
+        OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        {
+            let mut t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+            t.ops = 0;
+            t.hash = FNV_OFFSET;
+            t.listed = None;
+        }
+        let outcome = f();
+        match outcome {
             Ok(()) => {
                 self.passed += 1;
                 println!("ok {n} {name}");
@@ -107,6 +276,7 @@ impl Harness {
                 println!("not ok {n} {name}");
             }
         }
+        flush_observations();
     }
 
     /// Reports a program that cannot run here at all: a plan of one test, `name`, skipped with

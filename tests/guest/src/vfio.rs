@@ -276,22 +276,47 @@ impl Device {
         };
         // SAFETY: The argument is the structure VFIO_DEVICE_GET_REGION_INFO takes; its argsz
         // covers only the fixed part, so the kernel writes no capabilities.
-        ctx("VFIO_DEVICE_GET_REGION_INFO", unsafe {
+        let r = ctx("VFIO_DEVICE_GET_REGION_INFO", unsafe {
             ioctl_ptr(&self.fd, ioctl::VFIO_DEVICE_GET_REGION_INFO, &mut info)
-        })?;
+        });
+        // The fixed part's flags, size and offset, for the trace.
+        let mut fixed = [0u8; 20];
+        fixed[..4].copy_from_slice(&info.flags.to_le_bytes());
+        fixed[4..12].copy_from_slice(&info.size.to_le_bytes());
+        fixed[12..20].copy_from_slice(&info.offset.to_le_bytes());
+        let traced = match &r {
+            Ok(_) => Ok(fixed.len()),
+            Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
+        };
+        crate::tap::trace("region_info", index.into(), 0, &traced, &fixed);
+        r?;
         Ok(info)
+    }
+
+    /// One pread of the device fd at `pos`, in the test's I/O trace (crate::tap::trace).
+    pub fn pread(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let r = self.fd.read_at(buf, pos);
+        crate::tap::trace("pread", pos, buf.len(), &r, buf);
+        r
+    }
+
+    /// One pwrite of the device fd at `pos`, in the test's I/O trace.
+    pub fn pwrite(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
+        let r = self.fd.write_at(buf, pos);
+        crate::tap::trace("pwrite", pos, buf.len(), &r, &[]);
+        r
     }
 
     /// Reads `buf.len()` bytes of region `index` at `offset`, as one pread; returns the count.
     pub fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let info = self.region_info(index)?;
-        self.fd.read_at(buf, info.offset + offset)
+        self.pread(buf, info.offset + offset)
     }
 
     /// Writes `buf` to region `index` at `offset`, as one pwrite; returns the count.
     pub fn write_region(&self, index: u32, offset: u64, buf: &[u8]) -> io::Result<usize> {
         let info = self.region_info(index)?;
-        self.fd.write_at(buf, info.offset + offset)
+        self.pwrite(buf, info.offset + offset)
     }
 
     /// Reads a little-endian config-space value of `N` bytes.
@@ -308,7 +333,7 @@ impl Device {
 
     /// Reads `buf.len()` config-space bytes at `offset`, as one pread.
     pub fn config_pread(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.fd.read_at(
+        self.pread(
             buf,
             ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset,
         )
@@ -316,7 +341,7 @@ impl Device {
 
     /// Writes `buf` to config space at `offset`, as one pwrite.
     pub fn config_pwrite(&self, offset: u64, buf: &[u8]) -> io::Result<usize> {
-        self.fd.write_at(
+        self.pwrite(
             buf,
             ((region::CONFIG as u64) << VFIO_PCI_OFFSET_SHIFT) + offset,
         )

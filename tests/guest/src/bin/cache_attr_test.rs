@@ -358,6 +358,8 @@ fn kernel_mappings_gone_test(pg: &Pgattr, regions: &[GpuMem]) -> Outcome {
 
 fn main() {
     let mut t = Harness::new(13);
+    // Its I/O is the same in every boot: tapsum compares it between the builds.
+    nvgrace_guest_tests::tap::trace_io();
     t.diag(format!(
         "driver build: {}, GPU model: {}, {} with {} KiB pages",
         nvgrace_guest_tests::rig_driver(),

@@ -51,6 +51,8 @@ fn regions() -> Result<(Region, Option<Region>), Failure> {
 
 fn main() {
     let mut t = Harness::new(12);
+    // Its I/O is the same in every boot: tapsum compares it between the builds.
+    nvgrace_guest_tests::tap::trace_io();
     let (usemem, resmem) = match expected_regions() {
         Some(r) => r,
         None => {
@@ -146,6 +148,7 @@ fn main() {
 
     t.test("straddling_and_64_byte_reads", || {
         regions()?;
+        nvgrace_guest_tests::tap::trace_listed(1);
         dev.config_write(BAR4, 0xffff_ffff_ffff_ffffu64.to_le_bytes())?;
         let mut header = [0u8; 64];
         check_eq!(dev.config_pread(0, &mut header)?, 64usize, "64-byte read");
@@ -188,6 +191,7 @@ fn main() {
         let Some(res) = resmem else {
             return Err(Failure::Skip("no resmem on this GPU".into()));
         };
+        nvgrace_guest_tests::tap::trace_listed(1);
         dev.config_write(BAR2, (!0u64).to_le_bytes())?;
         dev.config_write(BAR4, (!0u64).to_le_bytes())?;
         let mut b = [0u8; 16];
@@ -216,6 +220,7 @@ fn main() {
         let Some(res) = resmem else {
             return Err(Failure::Skip("no resmem on this GPU".into()));
         };
+        nvgrace_guest_tests::tap::trace_listed(1);
         dev.config_write(BAR2, 0u64.to_le_bytes())?;
         dev.config_write(BAR4, 0u64.to_le_bytes())?;
         let n = dev.config_pwrite(BAR2, &[0xff; 16])?;

@@ -36,6 +36,7 @@ use nvgrace_guest_tests::mm::SigbusRecord;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AO;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -293,6 +294,16 @@ fn code_name(code: i32) -> &'static str {
 /// mm/memory-failure.c `add_to_kill_pgoff()`; 12 with 4 KiB pages, 16 with 64 KiB).
 fn expect_sigbus(what: &str, got: SigbusRecord, count: u32, code: i32, addr: usize) -> Outcome {
     let lsb = mm::page_shift() as i32;
+    tap::observe(
+        &format!("sigbus {what}"),
+        format!(
+            "{} {} lsb {} at expected {:+#x}",
+            got.count,
+            code_name(got.code),
+            got.addr_lsb,
+            got.addr.wrapping_sub(addr) as isize
+        ),
+    );
     let want = SigbusRecord {
         count,
         code,
@@ -314,6 +325,7 @@ fn expect_sigbus(what: &str, got: SigbusRecord, count: u32, code: i32, addr: usi
 }
 
 fn expect_none(what: &str, got: SigbusRecord) -> Outcome {
+    tap::observe(&format!("sigbus {what}"), got.count);
     check!(
         got.count == 0,
         "{what}: got {} SIGBUS (si_code {} {}, si_addr {:#x}), expected none",
@@ -509,6 +521,7 @@ fn mapping_before_page_test(dev: &Device, m: &GpuMem, first_page: u64) -> Outcom
     bystander.finish()?;
     let end = p.child.wait_timeout(Duration::from_secs(10))?;
     println!("# mapping_ends_before_page: the early-kill process mapping only pages before the poisoned one: {end}");
+    tap::observe("end of the process mapping pages before it", end);
     check_eq!(
         end,
         ChildEnd::Signaled(libc::SIGKILL),
@@ -541,6 +554,8 @@ fn open() -> io::Result<(Device, GpuMem, Option<GpuMem>)> {
 
 fn main() {
     let mut t = Harness::new(14);
+    // Its I/O is the same in every boot: tapsum compares it between the builds.
+    nvgrace_guest_tests::tap::trace_io();
     t.diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),

@@ -34,6 +34,7 @@ use nvgrace_guest_tests::mm::Mapping;
 use nvgrace_guest_tests::mm::SigbusRecord;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -126,6 +127,14 @@ fn touch(addr: usize) -> Result<Option<SigbusRecord>, Failure> {
 /// page (`si_addr_lsb` = the page shift), from the Rust driver; a mapping from upstream.
 fn expect_refault(what: &str, addr: usize) -> Outcome {
     let got = touch(addr)?;
+    tap::observe_listed(
+        6,
+        &format!("refault {what}"),
+        match got {
+            Some(r) => format!("SIGBUS code {} lsb {}", r.code, r.addr_lsb),
+            None => "mapped".into(),
+        },
+    );
     if poisoned_pages_stay_poisoned() {
         let want = SigbusRecord {
             count: 1,
@@ -186,6 +195,9 @@ fn expect_rw(dev: &Device, m: &GpuMem, off: u64, len: usize, poisoned: bool) -> 
     let mut buf = vec![0u8; len];
     let r = dev.mem_read(m, off, &mut buf).map_err(|e| e.raw_os_error());
     let w = dev.mem_write(m, off, &buf).map_err(|e| e.raw_os_error());
+    if poisoned {
+        tap::trace_listed(6);
+    }
     let want = if poisoned && poisoned_pages_stay_poisoned() {
         Err(Some(libc::EIO))
     } else {
@@ -241,6 +253,7 @@ fn huge_mapping_around_it(dev: &Device, m: &GpuMem) -> Outcome {
         map.read_u8((base - map.addr()) + i * page_size());
     }
     let faults = mm::minor_faults() - before;
+    tap::observe_listed(6, "faults around the poisoned page", faults);
     let want = if poisoned_pages_stay_poisoned() {
         n as u64 - 1
     } else {
@@ -258,6 +271,8 @@ fn huge_mapping_around_it(dev: &Device, m: &GpuMem) -> Outcome {
 
 fn main() {
     let mut t = Harness::new(9);
+    // Its I/O is the same in every boot: tapsum compares it between the builds.
+    nvgrace_guest_tests::tap::trace_io();
     t.diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),

@@ -269,6 +269,8 @@ fn restored_test(ctx: &Ctx) -> Outcome {
 
 fn main() {
     let mut t = Harness::new(8);
+    // Its I/O is the same in every boot: tapsum compares it between the builds.
+    nvgrace_guest_tests::tap::trace_io();
     t.diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
