@@ -14,7 +14,9 @@ use core::sync::atomic::{
 use kernel::{
     debugfs,
     device,
+    io::Io,
     new_mutex,
+    page::PAGE_SHIFT,
     pci,
     prelude::*,
     sync::Mutex,
@@ -38,16 +40,19 @@ use crate::{
     poison::PoisonRecord,
     readiness::{
         self,
+        CxlMemStatus,
         WaitError, //
+    },
+    regs::{
+        self,
+        InDvsec, //
     },
     vfio::{
         core_device::{
             CoreDevice,
             DeviceOps,
             MemoryReadGuard,
-            PciConfig,
             PciDeviceOps,
-            ProbeBar0,
             Registered, //
         },
         gpu_memory::GpuMemory,
@@ -58,31 +63,20 @@ use crate::{
             ioctl_cmd,
             region_flags,
             region_index,
+            split_pos,
             DmabufRequest,
             InfoCaps,
             RegionInfo,
-            VariantOps,
-            OFFSET_SHIFT, //
+            VariantOps, //
         },
-        pci::Driver,
-        time::KernelClock,
-        vma::PAGE_SHIFT, //
+        pci::{
+            find_dvsec,
+            Driver,
+            Enabled, //
+        },
+        time::KernelClock, //
     }, //
 };
-
-/// `PCI_VENDOR_ID_NVIDIA`.
-const PCI_VENDOR_ID_NVIDIA: u16 = 0x10de;
-/// `PCI_VENDOR_ID_CXL`: the CXL consortium's DVSEC vendor ID.
-const PCI_VENDOR_ID_CXL: u16 = 0x1e98;
-/// `PCI_DVSEC_CXL_DEVICE`: DVSEC ID of the CXL Device DVSEC (CXL r4.0 8.1.3).
-const PCI_DVSEC_CXL_DEVICE: u16 = 0;
-/// DVSEC ID of NVIDIA's GPU capability DVSEC (upstream `GPU_CAP_DVSEC_REGISTER`).
-const GPU_CAP_DVSEC_REGISTER: u16 = 3;
-/// Offset of the capability bitmap in that DVSEC (upstream `DVSEC_BITMAP_OFFSET`).
-const DVSEC_BITMAP_OFFSET: u16 = 0xA;
-/// Bitmap bit: MIG works with cached resmem, i.e. the part has the hardware fix (upstream
-/// `MIG_SUPPORTED_WITH_CACHED_RESMEM`).
-const MIG_SUPPORTED_WITH_CACHED_RESMEM: u16 = 1 << 0;
 
 /// The kernel mappings the `read`/`write` path makes on first use, dropped on close.
 #[derive(Default)]
@@ -174,12 +168,6 @@ impl NvGraceGpu {
     }
 }
 
-/// Splits a device-fd offset into the region index and the offset inside the region.
-pub(crate) fn split_pos(pos: i64) -> (u64, u64) {
-    let pos = pos as u64;
-    (pos >> OFFSET_SHIFT, pos & ((1u64 << OFFSET_SHIFT) - 1))
-}
-
 fn wait_errno(e: WaitError) -> Error {
     match e {
         WaitError::TimedOut => ETIME,
@@ -190,9 +178,29 @@ fn wait_errno(e: WaitError) -> Error {
 
 /// Readiness (upstream `nvgrace_gpu_wait_device_ready_*()`, `nvgrace_gpu_check_device_ready()`).
 impl NvGraceGpu {
-    /// Reads the CXL Range 1 Size Low register.
-    fn cxl_status(config: PciConfig<'_>, dvsec: u16) -> u32 {
-        config.read32(dvsec + readiness::CXL_RANGE1_SIZE_LOW)
+    /// The CXL memory status of the CXL Device DVSEC at `dvsec`; `None` when the register reads
+    /// all-ones or cannot be read (the device is gone).
+    fn cxl_status(pdev: &pci::Device<device::Bound>, dvsec: u16) -> Option<CxlMemStatus> {
+        let config = pdev.config_space_extended().ok()?;
+        config
+            .try_read(InDvsec::<regs::CXL_RANGE1_SIZE_LOW>::at(dvsec))
+            .ok()?
+            .status()
+    }
+
+    /// Whether BAR0's status registers say the GPU is ready, read with `read`: a register that
+    /// cannot be read counts as not ready.
+    fn bar0_ready(
+        read: impl Fn() -> (
+            Result<regs::NV_C2C_LINK_STATUS>,
+            Result<regs::NV_HBM_TRAINING_STATUS>,
+        ),
+    ) -> bool {
+        let (c2c, hbm) = read();
+        readiness::legacy_ready(
+            c2c.map_or(0, |r| r.status().get()),
+            hbm.map_or(0, |r| r.status().get()),
+        )
     }
 
     /// Waits for CXL memory to become active, outside `memory_lock` (it may take up to 256 s);
@@ -202,7 +210,7 @@ impl NvGraceGpu {
         match me.cxl_dvsec {
             Some(dvsec) if me.reset_done.load(Ordering::Acquire) => {
                 readiness::wait_cxl(&mut KernelClock::new(), || {
-                    Self::cxl_status(vdev.config(), dvsec)
+                    Self::cxl_status(vdev.pdev(), dvsec)
                 })
                 .map_err(wait_errno)
             }
@@ -225,14 +233,14 @@ impl NvGraceGpu {
             return Err(EIO);
         }
         match me.cxl_dvsec {
-            Some(dvsec) => match readiness::cxl_ready(Self::cxl_status(vdev.config(), dvsec))
+            Some(dvsec) => match readiness::cxl_ready(Self::cxl_status(vdev.pdev(), dvsec))
                 .map_err(wait_errno)?
             {
                 true => {}
                 false => return Err(EAGAIN),
             },
             None => readiness::wait_legacy(&mut KernelClock::new(), || {
-                readiness::legacy_ready(|off| vdev.bar0_read32(off).unwrap_or(0))
+                Self::bar0_ready(|| (vdev.bar_read(0), vdev.bar_read(0)))
             })
             .map_err(wait_errno)?,
         }
@@ -245,13 +253,15 @@ impl NvGraceGpu {
 impl NvGraceGpu {
     /// Whether the part has the MIG hardware bug: yes unless the NVIDIA GPU capability DVSEC
     /// says MIG works with cached resmem.
-    fn has_mig_hw_bug(config: PciConfig<'_>) -> bool {
-        match config.find_dvsec(PCI_VENDOR_ID_NVIDIA, GPU_CAP_DVSEC_REGISTER) {
-            Some(dvsec) => {
-                config.read16(dvsec + DVSEC_BITMAP_OFFSET) & MIG_SUPPORTED_WITH_CACHED_RESMEM == 0
-            }
-            None => true,
-        }
+    fn has_mig_hw_bug(pdev: &pci::Device<device::Bound>) -> bool {
+        let Some(dvsec) = find_dvsec(pdev, pci::Vendor::NVIDIA, regs::GPU_CAP_DVSEC_ID) else {
+            return true;
+        };
+        // A bitmap that cannot be read counts as all-ones, as the PCI core reports a failed
+        // read: MIG supported, no bug.
+        pdev.config_space_extended()
+            .and_then(|c| c.try_read(InDvsec::<regs::NV_GPU_CAP_DVSEC_BITMAP>::at(dvsec)))
+            .is_ok_and(|bitmap| !bitmap.mig_supported_with_cached_resmem())
     }
 
     /// Waits for the GPU to be ready before registering it: the CXL DVSEC where there is one
@@ -260,14 +270,20 @@ impl NvGraceGpu {
     fn probe_check_ready(pdev: &pci::Device<device::Core<'_>>, cxl: Option<u16>) -> Result {
         let mut clock = KernelClock::new();
         match cxl {
-            Some(dvsec) => {
-                readiness::wait_cxl(&mut clock, || Self::cxl_status(PciConfig::of(pdev), dvsec))
-                    .map_err(wait_errno)
-            }
+            Some(dvsec) => readiness::wait_cxl(&mut clock, || Self::cxl_status(pdev, dvsec))
+                .map_err(wait_errno),
             None => {
-                let bar0 = ProbeBar0::map(pdev, <Self as Driver>::NAME)?;
+                // Enabled, BAR0 requested and mapped for the wait, all undone in reverse order
+                // on return.
+                let _enabled = Enabled::new(pdev)?;
+                let bar0 = pdev.iomap_region(0, <Self as Driver>::NAME)?;
                 readiness::wait_legacy(&mut clock, || {
-                    readiness::legacy_ready(|off| bar0.read32(off).unwrap_or(0))
+                    Self::bar0_ready(|| {
+                        (
+                            bar0.try_read(regs::NV_C2C_LINK_STATUS),
+                            bar0.try_read(regs::NV_HBM_TRAINING_STATUS),
+                        )
+                    })
                 })
                 .map_err(wait_errno)
             }
@@ -339,8 +355,7 @@ impl Driver for NvGraceGpu {
                 &CORE_OPS
             },
         )?;
-        let config = PciConfig::of(pdev);
-        let cxl_dvsec = config.find_dvsec(PCI_VENDOR_ID_CXL, PCI_DVSEC_CXL_DEVICE);
+        let cxl_dvsec = find_dvsec(pdev, pci::Vendor::CXL, regs::CXL_DEVICE_DVSEC_ID);
 
         Self::probe_check_ready(pdev, cxl_dvsec).inspect_err(|e| {
             let path = if cxl_dvsec.is_some() {
@@ -355,7 +370,7 @@ impl Driver for NvGraceGpu {
         let layout = match mem {
             Some(m) => {
                 let (base, size) = (m.phys(), m.len());
-                let bug = Self::has_mig_hw_bug(config);
+                let bug = Self::has_mig_hw_bug(pdev);
                 let layout = Layout::new(base, size, bug).map_err(|e| {
                     dev_err!(dev, "cannot present {size:#x} bytes of GPU memory at {base:#x} (MIG bug: {bug}): {e:?}\n");
                     match e {
@@ -402,7 +417,7 @@ impl VariantOps for NvGraceGpu {
         me.bars.lock().reset();
         let registered = (|| {
             // Readiness is read from BAR0, which vfio_pci_core_enable() just mapped.
-            vdev.check_bar0_map()?;
+            vdev.check_bar_map(0)?;
             if let Some(res) = layout.resmem {
                 tolerate_eopnotsupp(me.resmem_pfns.register(
                     vdev,
@@ -458,7 +473,7 @@ impl VariantOps for NvGraceGpu {
         // Only the memory that exists can be mapped: one sparse area, the rest of the
         // (power-of-two) BAR reads as all-ones.
         caps.add_sparse_mmap(0, region.memlength)?;
-        info.offset = u64::from(info.index) << OFFSET_SHIFT;
+        info.offset = ops::region_start(info.index);
         info.size = region.bar_size;
         info.flags = region_flags::READ | region_flags::WRITE | region_flags::MMAP;
         Ok(())

@@ -35,12 +35,12 @@ pub(crate) struct MemRegion {
 
 impl MemRegion {
     /// The first page frame number of the region, for `page_shift`-bit pages.
-    pub(crate) fn first_pfn(&self, page_shift: u32) -> u64 {
+    pub(crate) fn first_pfn(&self, page_shift: usize) -> u64 {
         self.memphys >> page_shift
     }
 
     /// The number of pages of real memory in the region, for `page_shift`-bit pages.
-    pub(crate) fn nr_pages(&self, page_shift: u32) -> u64 {
+    pub(crate) fn nr_pages(&self, page_shift: usize) -> u64 {
         self.memlength >> page_shift
     }
 }

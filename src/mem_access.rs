@@ -25,7 +25,6 @@ use kernel::{
 
 use crate::{
     device::{
-        split_pos,
         NvGraceGpu,
         Which, //
     },
@@ -35,6 +34,7 @@ use crate::{
             Caching,
             KernelMap, //
         },
+        ops::split_pos,
         uaccess, //
     }, //
 };

@@ -8,7 +8,10 @@
 //! the PFN are aligned for them, so that a reset can zap it and the next fault can wait for the
 //! GPU to be ready.
 
-use kernel::prelude::*;
+use kernel::{
+    page::PAGE_SHIFT,
+    prelude::*, //
+};
 
 use crate::{
     device::{
@@ -19,7 +22,7 @@ use crate::{
     vfio::{
         core_device::CoreDevice,
         gpu_memory::GpuMemory,
-        ops::OFFSET_SHIFT,
+        ops::split_pgoff,
         vma::{
             self,
             fault_result,
@@ -27,8 +30,7 @@ use crate::{
             Fault,
             FaultHandler,
             VmOps,
-            Vma,
-            PAGE_SHIFT, //
+            Vma, //
         }, //
     }, //
 };
@@ -36,17 +38,14 @@ use crate::{
 /// The VMA operations of the emulated BARs; also what identifies our VMAs.
 static MMAP_OPS: VmOps<NvGraceGpu> = vma::vm_ops::<NvGraceGpu>();
 
-/// Bits of a VMA's page offset that are the offset inside the region (the rest is the index).
-const PGOFF_IN_REGION_MASK: u64 = (1u64 << (OFFSET_SHIFT - PAGE_SHIFT)) - 1;
-
 /// The VFIO region index a VMA maps.
 fn vma_index(vma: &Vma) -> u64 {
-    vma.pgoff() >> (OFFSET_SHIFT - PAGE_SHIFT)
+    split_pgoff(vma.pgoff()).0
 }
 
 /// The VMA's first page, counted from the start of its region.
 fn vma_pgoff_in_region(vma: &Vma) -> u64 {
-    vma.pgoff() & PGOFF_IN_REGION_MASK
+    split_pgoff(vma.pgoff()).1
 }
 
 /// `mmap` of the device fd.
@@ -92,7 +91,7 @@ impl FaultHandler for NvGraceGpu {
         let Ok(mem) = vdev.data().memory(which) else {
             return fault_result::SIGBUS;
         };
-        let addr = fault.address() & !((1u64 << (PAGE_SHIFT + order)) - 1);
+        let addr = fault.address() & !((1u64 << (PAGE_SHIFT + order as usize)) - 1);
         let page_in_vma = (addr.wrapping_sub(vma.start())) >> PAGE_SHIFT;
         let pfn = (region.memphys >> PAGE_SHIFT) + vma_pgoff_in_region(vma) + page_in_vma;
         if !fault.aligned_for_order(addr, pfn, order) {

@@ -15,17 +15,18 @@ mod mem_access;
 mod mmap;
 mod poison;
 mod readiness;
+mod regs;
 mod vfio;
 
-use kernel::prelude::*;
+use kernel::{
+    pci,
+    prelude::*, //
+};
 
 use crate::vfio::pci::{
     Registration,
     VfioDeviceId, //
 };
-
-/// `PCI_VENDOR_ID_NVIDIA` of include/linux/pci_ids.h.
-const NVIDIA: u16 = 0x10de;
 
 kernel::module_device_table!(
     "pci",
@@ -34,15 +35,15 @@ kernel::module_device_table!(
     @none,
     [
         // GH200 120GB
-        VfioDeviceId::new(NVIDIA, 0x2342),
+        VfioDeviceId::new(pci::Vendor::NVIDIA, 0x2342),
         // GH200 480GB
-        VfioDeviceId::new(NVIDIA, 0x2345),
+        VfioDeviceId::new(pci::Vendor::NVIDIA, 0x2345),
         // GH200 SKU
-        VfioDeviceId::new(NVIDIA, 0x2348),
+        VfioDeviceId::new(pci::Vendor::NVIDIA, 0x2348),
         // GB200 SKU
-        VfioDeviceId::new(NVIDIA, 0x2941),
+        VfioDeviceId::new(pci::Vendor::NVIDIA, 0x2941),
         // GB300 SKU
-        VfioDeviceId::new(NVIDIA, 0x31C2),
+        VfioDeviceId::new(pci::Vendor::NVIDIA, 0x31C2),
     ]
 );
 

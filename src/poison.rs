@@ -76,7 +76,7 @@ pub(crate) struct PoisonRecord {
     usemem: Option<PfnSpan>,
     resmem: Option<PfnSpan>,
     /// Pages are `1 << page_shift` bytes.
-    page_shift: u32,
+    page_shift: usize,
 }
 
 impl PoisonRecord {
@@ -84,7 +84,7 @@ impl PoisonRecord {
     pub(crate) fn new(
         usemem: Option<&MemRegion>,
         resmem: Option<&MemRegion>,
-        page_shift: u32,
+        page_shift: usize,
     ) -> impl PinInit<Self> + use<> {
         let span = |r: &MemRegion| (r.first_pfn(page_shift), r.nr_pages(page_shift));
         let (usemem, resmem) = (usemem.map(span), resmem.map(span));

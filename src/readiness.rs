@@ -12,12 +12,8 @@
 //! starts at 1 ms and grows with the time already waited ([`poll_interval_ms`]) up to the same
 //! second, within the same budgets; the waits stay interruptible by fatal signals.
 
-/// BAR0 register with the status of the CPU-GPU chip-to-chip (C2C) coherent link (upstream
-/// `C2C_LINK_BAR0_OFFSET`).
-pub(crate) const C2C_LINK_BAR0_OFFSET: usize = 0x1498;
-/// BAR0 register with the status of HBM training (upstream `HBM_TRAINING_BAR0_OFFSET`).
-pub(crate) const HBM_TRAINING_BAR0_OFFSET: usize = 0x200BC;
-/// The value both status registers read when ready (upstream `STATUS_READY`).
+/// The value both BAR0 status registers read when ready (upstream `STATUS_READY`; the registers
+/// are `crate::regs::NV_C2C_LINK_STATUS` and `NV_HBM_TRAINING_STATUS`).
 pub(crate) const STATUS_READY: u32 = 0xFF;
 /// How long the legacy (BAR0) path waits, in ms (upstream `POLL_TIMEOUT_MS`).
 pub(crate) const LEGACY_TIMEOUT_MS: u64 = 30_000;
@@ -26,15 +22,17 @@ pub(crate) const MAX_POLL_INTERVAL_MS: u64 = 1_000;
 /// CXL: Memory_Info_Valid must be set within 1 s of reset (CXL r4.0 8.1.3.8.2), in ms.
 pub(crate) const CXL_MEM_INFO_VALID_TIMEOUT_MS: u64 = 1_000;
 
-/// Offset of the CXL Device DVSEC's Range 1 Size Low register from the DVSEC (CXL r4.0
-/// 8.1.3.8.2; `PCI_DVSEC_CXL_RANGE_SIZE_LOW(0)`).
-pub(crate) const CXL_RANGE1_SIZE_LOW: u16 = 0x1C;
-/// Range 1 Size Low: Memory_Info_Valid, bit 0 (`PCI_DVSEC_CXL_MEM_INFO_VALID`).
-pub(crate) const CXL_MEM_INFO_VALID: u32 = 1 << 0;
-/// Range 1 Size Low: Memory_Active, bit 1 (`PCI_DVSEC_CXL_MEM_ACTIVE`).
-pub(crate) const CXL_MEM_ACTIVE: u32 = 1 << 1;
-/// Range 1 Size Low: Memory_Active_Timeout, bits 15:13 (`PCI_DVSEC_CXL_MEM_ACTIVE_TIMEOUT`).
-pub(crate) const CXL_MEM_ACTIVE_TIMEOUT_SHIFT: u32 = 13;
+/// What the CXL Device DVSEC's Range 1 Size Low register reports about the device's memory
+/// (CXL r4.0 8.1.3.8.2), decoded by `crate::regs::CXL_RANGE1_SIZE_LOW`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CxlMemStatus {
+    /// Memory_Info_Valid: the size and the other fields are valid.
+    pub(crate) info_valid: bool,
+    /// Memory_Active: the memory is ready for use.
+    pub(crate) active: bool,
+    /// Memory_Active_Timeout, the 3-bit field: the time the device announces for Memory_Active.
+    pub(crate) active_timeout: u32,
+}
 
 /// Why a wait ended without the device being ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,10 +60,10 @@ pub(crate) fn poll_interval_ms(waited_ms: u64) -> u64 {
     (waited_ms / 16).clamp(1, MAX_POLL_INTERVAL_MS)
 }
 
-/// Whether the two BAR0 status registers, read with `read32` (bytes offset -> value), say the
-/// GPU is ready.
-pub(crate) fn legacy_ready(mut read32: impl FnMut(usize) -> u32) -> bool {
-    read32(C2C_LINK_BAR0_OFFSET) == STATUS_READY && read32(HBM_TRAINING_BAR0_OFFSET) == STATUS_READY
+/// Whether the two BAR0 status registers, with the values `c2c_link` and `hbm_training`, say
+/// the GPU is ready.
+pub(crate) fn legacy_ready(c2c_link: u32, hbm_training: u32) -> bool {
+    c2c_link == STATUS_READY && hbm_training == STATUS_READY
 }
 
 /// Polls `ready` until it returns true, for at most [`LEGACY_TIMEOUT_MS`].
@@ -86,28 +84,25 @@ pub(crate) fn wait_legacy(
     }
 }
 
-/// The Memory_Active timeout a Range 1 Size Low value announces, in ms: 1 s << (2 * field),
-/// 000b = 1 s ... 100b = 256 s; reserved encodings (101b-111b) count as 256 s.
-pub(crate) fn cxl_mem_active_timeout_ms(status: u32) -> u64 {
-    let field = (status >> CXL_MEM_ACTIVE_TIMEOUT_SHIFT) & 0x7;
+/// The Memory_Active timeout a Memory_Active_Timeout field announces, in ms: 1 s << (2 *
+/// field), 000b = 1 s ... 100b = 256 s; reserved encodings (101b-111b) count as 256 s.
+pub(crate) fn cxl_mem_active_timeout_ms(field: u32) -> u64 {
     1_000 << (2 * field.min(4))
 }
 
-/// The readiness a CXL Range 1 Size Low value reports: `Ok(true)` ready (valid and active),
-/// `Ok(false)` not yet, `Err(Gone)` when the read returned all-ones.
-pub(crate) fn cxl_ready(status: u32) -> Result<bool, WaitError> {
-    if status == !0 {
-        return Err(WaitError::Gone);
-    }
-    Ok(status & CXL_MEM_INFO_VALID != 0 && status & CXL_MEM_ACTIVE != 0)
+/// The readiness a CXL memory status reports: `Ok(true)` ready (valid and active), `Ok(false)`
+/// not yet, `Err(Gone)` when the register read all-ones (`None`).
+pub(crate) fn cxl_ready(status: Option<CxlMemStatus>) -> Result<bool, WaitError> {
+    let status = status.ok_or(WaitError::Gone)?;
+    Ok(status.info_valid && status.active)
 }
 
-/// Polls the CXL Range 1 Size Low register (`read`) until the memory is valid and active:
-/// Memory_Info_Valid within [`CXL_MEM_INFO_VALID_TIMEOUT_MS`], then Memory_Active within the
-/// timeout the register announces.
+/// Polls the CXL memory status (`read`; `None` when the register reads all-ones) until the
+/// memory is valid and active: Memory_Info_Valid within [`CXL_MEM_INFO_VALID_TIMEOUT_MS`], then
+/// Memory_Active within the timeout the register announces.
 pub(crate) fn wait_cxl(
     clock: &mut impl Clock,
-    mut read: impl FnMut() -> u32,
+    mut read: impl FnMut() -> Option<CxlMemStatus>,
 ) -> Result<(), WaitError> {
     let start = clock.now_ms();
     let mut deadline = start + CXL_MEM_INFO_VALID_TIMEOUT_MS;
@@ -118,8 +113,8 @@ pub(crate) fn wait_cxl(
             return Ok(());
         }
         let now = clock.now_ms();
-        if !active_phase && status & CXL_MEM_INFO_VALID != 0 {
-            deadline = now + cxl_mem_active_timeout_ms(status);
+        if let Some(s) = status.filter(|s| !active_phase && s.info_valid) {
+            deadline = now + cxl_mem_active_timeout_ms(s.active_timeout);
             active_phase = true;
         }
         if now > deadline {

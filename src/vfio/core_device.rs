@@ -30,6 +30,8 @@ use kernel::{
         from_err_ptr,
         to_result, //
     },
+    io::register::FixedRegister,
+    page::PAGE_SHIFT,
     pci,
     prelude::*,
     types::Opaque, //
@@ -56,7 +58,9 @@ struct Allocation<T> {
 /// A `&CoreDevice<T>` points into an [`Allocation<T>`] made by [`CoreDevice::alloc`] whose `core`
 /// has been initialised by `vfio_alloc_device()` and whose `data` is initialised
 /// (`data_ready == true`), and the allocation holds at least one reference for the lifetime of the
-/// borrow.
+/// borrow. Its PCI function is bound to this driver meanwhile: the device is made in probe, and
+/// `vfio_pci_core_unregister_device()` in remove waits for its last user (open files, and the
+/// VMAs that hold them) to go away.
 #[repr(transparent)]
 pub(crate) struct CoreDevice<T>(Allocation<T>);
 
@@ -88,10 +92,7 @@ impl<T> CoreDevice<T> {
         pdev: &pci::Device<device::Core<'_>>,
         ops: &'static DeviceOps,
     ) -> Result<NewDevice<T>> {
-        // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        let raw = core::ptr::from_ref(pdev)
-            .cast::<bindings::pci_dev>()
-            .cast_mut();
+        let raw = super::pci::as_raw(pdev);
         // SAFETY: `raw` is a valid PCI device and `ops` a valid static table; the size covers the
         // core structure at offset 0 as required.
         let vdev = from_err_ptr(unsafe {
@@ -154,16 +155,12 @@ impl<T> CoreDevice<T> {
         unsafe { self.0.data.assume_init_ref() }
     }
 
-    /// The config space of the device's PCI function.
-    pub(crate) fn config(&self) -> PciConfig<'_> {
-        PciConfig::of(self.pdev())
-    }
-
-    /// The PCI function of the device.
-    pub(crate) fn pdev(&self) -> &pci::Device {
-        // SAFETY: `pdev` is set by `vfio_pci_core_init_dev()` and valid for the device's lifetime;
-        // `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        unsafe { &*(*self.as_raw()).pdev.cast::<pci::Device>() }
+    /// The PCI function of the device, bound to this driver.
+    pub(crate) fn pdev(&self) -> &pci::Device<device::Bound> {
+        // SAFETY: `pdev` is set by `vfio_pci_core_init_dev()` and valid for the device's
+        // lifetime; `pci::Device` is a transparent wrapper of `struct pci_dev`. The function is
+        // bound to this driver for as long as the device is in use (type invariant).
+        unsafe { &*(*self.as_raw()).pdev.cast::<pci::Device<device::Bound>>() }
     }
 
     /// The raw PCI function, for calls into the PCI core.
@@ -197,38 +194,46 @@ impl<T> CoreDevice<T> {
         unsafe { bindings::vfio_pci_core_close_device(self.as_vdev()) }
     }
 
-    /// Whether vfio-pci-core mapped BAR0 (`vfio_pci_core_get_iomap()`): `Ok` between enable and
-    /// disable. Returns `ENODEV` (with a warning from vfio-pci-core) otherwise.
-    pub(crate) fn check_bar0_map(&self) -> Result {
-        // SAFETY: The core device is valid.
-        let io = unsafe { bindings::nvgrace_helper_vfio_pci_core_get_iomap(self.as_raw(), 0) };
+    /// Whether vfio-pci-core mapped BAR `bar` (`vfio_pci_core_get_iomap()`): `Ok` between
+    /// enable and disable. Returns `ENODEV` (with a warning from vfio-pci-core) otherwise, and
+    /// `EINVAL` for an index that is not a standard BAR.
+    pub(crate) fn check_bar_map(&self, bar: u32) -> Result {
+        if bar >= bindings::PCI_STD_NUM_BARS {
+            return Err(EINVAL);
+        }
+        // SAFETY: The core device is valid and `bar` is a standard BAR.
+        let io = unsafe { bindings::nvgrace_helper_vfio_pci_core_get_iomap(self.as_raw(), bar) };
         from_err_ptr(io).map(|_| ())
     }
 
-    /// Reads the 32-bit BAR0 register at `offset` bytes through vfio-pci-core's mapping.
+    /// Reads the 32-bit register `R` (a `register!` type of `u32` storage) of BAR `bar` through
+    /// vfio-pci-core's mapping of the BAR.
     ///
-    /// Returns `ENODEV` when BAR0 is not mapped (the device is not open, or vfio-pci-core could
-    /// not request or map it) and `EINVAL` when the register is outside BAR0.
-    pub(crate) fn bar0_read32(&self, offset: usize) -> Result<u32> {
-        // SAFETY: The core device is valid. `barmap[0]` is NULL while the device is closed;
-        // `vfio_pci_core_enable()` sets it to BAR0's mapping or, when BAR0 cannot be requested or
-        // mapped, to an `IOMEM_ERR_PTR()` (vfio_pci_core_map_bars()), and disable sets it back to
-        // NULL, which vfio does not run while a file operation is in progress.
-        let io = unsafe { (*self.as_raw()).barmap[0] };
+    /// Returns `ENODEV` when the BAR is not mapped (the device is not open, or vfio-pci-core
+    /// could not request or map it) and `EINVAL` when the register is outside the BAR or `bar`
+    /// is not a standard BAR.
+    pub(crate) fn bar_read<R: FixedRegister + From<u32>>(&self, bar: u32) -> Result<R> {
+        let index = usize::try_from(bar).map_err(|_| EINVAL)?;
+        // SAFETY: The core device is valid. `barmap[bar]` is NULL while the device is closed;
+        // `vfio_pci_core_enable()` sets it to the BAR's mapping or, when the BAR cannot be
+        // requested or mapped, to an `IOMEM_ERR_PTR()` (vfio_pci_core_map_bars()), and disable
+        // sets it back to NULL, which vfio does not run while a file operation is in progress.
+        let io = unsafe { *(*self.as_raw()).barmap.get(index).ok_or(EINVAL)? };
         // An error pointer is not a mapping: test it before the address is used.
         let io = from_err_ptr(io).map_err(|_| ENODEV)?;
         if io.is_null() {
             return Err(ENODEV);
         }
-        if offset
+        if R::OFFSET
             .checked_add(4)
-            .is_none_or(|end| end as u64 > self.pdev().resource_len(0).unwrap_or(0))
+            .is_none_or(|end| end as u64 > self.pdev().resource_len(bar).unwrap_or(0))
         {
             return Err(EINVAL);
         }
         // SAFETY: `io` is neither NULL nor an error pointer, so it is vfio-pci-core's
-        // `pci_iomap()` of all of BAR0 (whole BARs), and the register lies inside it.
-        Ok(unsafe { bindings::nvgrace_helper_ioread32(io.byte_add(offset)) })
+        // `pci_iomap()` of the whole BAR, and the register lies inside it.
+        let raw = unsafe { bindings::nvgrace_helper_ioread32(io.byte_add(R::OFFSET)) };
+        Ok(raw.into())
     }
 
     /// Takes `memory_lock` for reading: the lock vfio-pci-core holds for writing while the
@@ -388,128 +393,6 @@ impl<T> Drop for Registered<T> {
     }
 }
 
-/// Config-space access to a PCI function, through the PCI core's accessors.
-#[derive(Clone, Copy)]
-pub(crate) struct PciConfig<'a> {
-    pdev: *mut bindings::pci_dev,
-    _pdev: PhantomData<&'a pci::Device>,
-}
-
-impl<'a> PciConfig<'a> {
-    /// The config space of `pdev`.
-    pub(crate) fn of<Ctx: device::DeviceContext>(pdev: &'a pci::Device<Ctx>) -> Self {
-        // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        let pdev = core::ptr::from_ref(pdev)
-            .cast::<bindings::pci_dev>()
-            .cast_mut();
-        PciConfig {
-            pdev,
-            _pdev: PhantomData,
-        }
-    }
-
-    /// Reads a 16-bit register (`pci_read_config_word()`); all-ones on failure, as the PCI core
-    /// reports it.
-    pub(crate) fn read16(&self, offset: u16) -> u16 {
-        let mut val = 0u16;
-        // SAFETY: The PCI device is valid for `'a` and `val` is a valid destination.
-        unsafe { bindings::pci_read_config_word(self.pdev, offset.into(), &mut val) };
-        val
-    }
-
-    /// Reads a 32-bit register (`pci_read_config_dword()`); all-ones on failure.
-    pub(crate) fn read32(&self, offset: u16) -> u32 {
-        let mut val = 0u32;
-        // SAFETY: As in `read16`.
-        unsafe { bindings::pci_read_config_dword(self.pdev, offset.into(), &mut val) };
-        val
-    }
-
-    /// The offset of the Designated Vendor-Specific Extended Capability with this DVSEC vendor
-    /// and ID (`pci_find_dvsec_capability()`), if the function has one.
-    pub(crate) fn find_dvsec(&self, vendor: u16, id: u16) -> Option<u16> {
-        // SAFETY: The PCI device is valid for `'a`.
-        let pos = unsafe { bindings::pci_find_dvsec_capability(self.pdev, vendor, id) };
-        (pos != 0).then_some(pos)
-    }
-}
-
-/// BAR0 of a PCI function mapped for the probe-time readiness check, before vfio-pci-core owns
-/// the function (upstream `nvgrace_gpu_probe_check_device_ready()`): the function enabled, BAR0
-/// requested and mapped, all undone on drop.
-///
-/// # Invariants
-///
-/// `io` maps all of BAR0 of `pdev`, which is enabled and whose BAR0 region is requested.
-pub(crate) struct ProbeBar0<'a> {
-    pdev: *mut bindings::pci_dev,
-    io: NonNull<kernel::ffi::c_void>,
-    len: u64,
-    _pdev: PhantomData<&'a pci::Device>,
-}
-
-impl<'a> ProbeBar0<'a> {
-    /// Enables `pdev`, requests its BAR0 under `name` and maps it. Returns the error of
-    /// `pci_enable_device()` or `pci_request_selected_regions()`, or `ENOMEM` if mapping fails.
-    pub(crate) fn map(
-        pdev: &'a pci::Device<device::Core<'_>>,
-        name: &'static CStr,
-    ) -> Result<Self> {
-        // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
-        let raw = core::ptr::from_ref(pdev)
-            .cast::<bindings::pci_dev>()
-            .cast_mut();
-        let len = pdev.resource_len(0)?;
-        // SAFETY: `raw` is the device being probed; each step is undone in reverse on failure.
-        unsafe {
-            to_result(bindings::pci_enable_device(raw))?;
-            if let Err(e) = to_result(bindings::pci_request_selected_regions(
-                raw,
-                1 << 0,
-                name.as_char_ptr(),
-            )) {
-                bindings::pci_disable_device(raw);
-                return Err(e);
-            }
-            let Some(io) = NonNull::new(bindings::pci_iomap(raw, 0, 0)) else {
-                bindings::pci_release_selected_regions(raw, 1 << 0);
-                bindings::pci_disable_device(raw);
-                return Err(ENOMEM);
-            };
-            // INVARIANT: Enabled, requested and mapped.
-            Ok(ProbeBar0 {
-                pdev: raw,
-                io,
-                len,
-                _pdev: PhantomData,
-            })
-        }
-    }
-
-    /// Reads the 32-bit register at `offset` bytes; `EINVAL` outside BAR0.
-    pub(crate) fn read32(&self, offset: usize) -> Result<u32> {
-        if (offset as u64)
-            .checked_add(4)
-            .is_none_or(|end| end > self.len)
-        {
-            return Err(EINVAL);
-        }
-        // SAFETY: `io` maps BAR0 (type invariant) and the register lies inside it.
-        Ok(unsafe { bindings::nvgrace_helper_ioread32(self.io.as_ptr().byte_add(offset)) })
-    }
-}
-
-impl Drop for ProbeBar0<'_> {
-    fn drop(&mut self) {
-        // SAFETY: Undoes `map` (type invariant).
-        unsafe {
-            bindings::pci_iounmap(self.pdev, self.io.as_ptr());
-            bindings::pci_release_selected_regions(self.pdev, 1 << 0);
-            bindings::pci_disable_device(self.pdev);
-        }
-    }
-}
-
 /// `memory_lock` of a core device held for reading.
 ///
 /// # Invariants
@@ -544,7 +427,7 @@ impl<T> MemoryReadGuard<'_, T> {
         pfn: u64,
         order: u32,
     ) -> u32 {
-        if order >= u64::BITS || !mem.contains_pages(pfn, 1 << order, super::vma::PAGE_SHIFT) {
+        if order >= u64::BITS || !mem.contains_pages(pfn, 1 << order, PAGE_SHIFT) {
             return super::vma::fault_result::SIGBUS;
         }
         // SAFETY: `memory_lock` is held as vfio-pci-core requires; `fault` is a live fault; the

@@ -78,7 +78,7 @@ impl GpuMemory {
     }
 
     /// Whether the pages `[pfn, pfn + nr_pages)` (of `1 << page_shift` bytes) lie inside.
-    pub(crate) fn contains_pages(&self, pfn: u64, nr_pages: u64, page_shift: u32) -> bool {
+    pub(crate) fn contains_pages(&self, pfn: u64, nr_pages: u64, page_shift: usize) -> bool {
         let first = self.phys.div_ceil(1 << page_shift);
         let end = (self.phys + self.len) >> page_shift;
         pfn >= first && pfn.checked_add(nr_pages).is_some_and(|e| e <= end)

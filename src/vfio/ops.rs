@@ -18,7 +18,9 @@ use kernel::{
         c_ulong,
         c_void, //
     },
+    page::PAGE_SHIFT,
     prelude::*,
+    str::as_char_ptr_in_const_context,
     uaccess::UserPtr, //
 };
 
@@ -37,8 +39,28 @@ use super::{
 pub(crate) type RegionInfo = bindings::vfio_region_info;
 
 /// The fixed layout of a vfio-pci device fd: region `index` starts at byte offset
-/// `index << OFFSET_SHIFT` (`VFIO_PCI_OFFSET_SHIFT`, include/linux/vfio_pci_core.h).
-pub(crate) const OFFSET_SHIFT: u32 = bindings::VFIO_PCI_OFFSET_SHIFT;
+/// `index << OFFSET_SHIFT` (`VFIO_PCI_OFFSET_SHIFT`, include/linux/vfio_pci_core.h). The
+/// functions below are the only place that encodes or decodes it.
+const OFFSET_SHIFT: u32 = bindings::VFIO_PCI_OFFSET_SHIFT;
+
+/// The device-fd byte offset at which region `index` starts (`VFIO_PCI_INDEX_TO_OFFSET()`).
+pub(crate) fn region_start(index: u32) -> u64 {
+    u64::from(index) << OFFSET_SHIFT
+}
+
+/// The region index and the byte offset inside the region of the device-fd byte offset `pos`
+/// (`VFIO_PCI_OFFSET_TO_INDEX()` and `pos & VFIO_PCI_OFFSET_MASK`).
+pub(crate) fn split_pos(pos: i64) -> (u64, u64) {
+    let pos = pos as u64;
+    (pos >> OFFSET_SHIFT, pos & ((1u64 << OFFSET_SHIFT) - 1))
+}
+
+/// The region index and the page offset inside the region of a VMA's page offset `pgoff`
+/// (its `vm_pgoff`, in pages of `1 << PAGE_SHIFT` bytes).
+pub(crate) fn split_pgoff(pgoff: u64) -> (u64, u64) {
+    let shift = OFFSET_SHIFT as usize - PAGE_SHIFT;
+    (pgoff >> shift, pgoff & ((1u64 << shift) - 1))
+}
 
 /// `VFIO_PCI_*_REGION_INDEX` (include/uapi/linux/vfio.h).
 pub(crate) mod region_index {
@@ -397,13 +419,9 @@ unsafe extern "C" fn dmabuf_phys<T: VariantOps>(
 
 /// The table of a variant driver `T` (upstream's `nvgrace_gpu_pci_ops`): `T`'s operations, and
 /// vfio-pci-core's for the rest (init, device_feature, request, match, iommufd).
-#[allow(
-    clippy::disallowed_methods,
-    reason = "`as_char_ptr()` is not `const`; the name is ASCII, so its signedness is moot"
-)]
 pub(crate) const fn variant_ops<T: VariantOps>(name: &'static CStr) -> DeviceOps {
     DeviceOps(bindings::vfio_device_ops {
-        name: name.as_ptr().cast::<c_char>().cast_mut(),
+        name: as_char_ptr_in_const_context(name).cast_mut(),
         init: Some(bindings::vfio_pci_core_init_dev),
         release: Some(CoreDevice::<T>::release),
         open_device: Some(open_device::<T>),
@@ -441,13 +459,9 @@ pub(crate) const fn variant_pci_ops<T: VariantOps>() -> PciDeviceOps {
 /// The plain vfio-pci-core behaviour, for a device without coherent GPU memory (upstream's
 /// `nvgrace_gpu_pci_core_ops`): every operation is vfio-pci-core's, except that `release` also
 /// drops the driver state `T`.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "`as_char_ptr()` is not `const`; the name is ASCII, so its signedness is moot"
-)]
 pub(crate) const fn core_ops<T>(name: &'static CStr) -> DeviceOps {
     DeviceOps(bindings::vfio_device_ops {
-        name: name.as_ptr().cast::<c_char>().cast_mut(),
+        name: as_char_ptr_in_const_context(name).cast_mut(),
         init: Some(bindings::vfio_pci_core_init_dev),
         release: Some(CoreDevice::<T>::release),
         open_device: Some(core_open_device),

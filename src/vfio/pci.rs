@@ -52,11 +52,11 @@ impl VfioDeviceId {
     /// `PCI_ANY_ID` of include/linux/mod_devicetable.h.
     const ANY: u32 = !0;
 
-    /// An entry for one vendor/device pair (16-bit PCI IDs).
-    pub(crate) const fn new(vendor: u16, device: u16) -> Self {
+    /// An entry for one vendor/device pair (16-bit PCI device ID).
+    pub(crate) const fn new(vendor: pci::Vendor, device: u16) -> Self {
         // INVARIANT: `override_only` is set to the VFIO flag.
         Self(bindings::pci_device_id {
-            vendor: vendor as u32,
+            vendor: vendor.as_raw() as u32,
             device: device as u32,
             subvendor: Self::ANY,
             subdevice: Self::ANY,
@@ -203,4 +203,58 @@ impl<T: Driver> PinnedDrop for Registration<T> {
         // SAFETY: By the type invariant `drv` is registered.
         unsafe { bindings::pci_unregister_driver(self.drv.get()) };
     }
+}
+
+/// The offset of the Designated Vendor-Specific Extended Capability of `pdev` with DVSEC vendor
+/// `vendor` and DVSEC ID `id` (`pci_find_dvsec_capability()`, which the kernel crate lacks), if
+/// the function has one. A DVSEC is an extended capability: its registers are read through
+/// [`pci::Device::config_space_extended`].
+pub(crate) fn find_dvsec(
+    pdev: &pci::Device<device::Bound>,
+    vendor: pci::Vendor,
+    id: u16,
+) -> Option<u16> {
+    // SAFETY: `pdev` is a valid PCI device.
+    let pos = unsafe { bindings::pci_find_dvsec_capability(as_raw(pdev), vendor.as_raw(), id) };
+    (pos != 0).then_some(pos)
+}
+
+/// A PCI function enabled with `pci_enable_device()` (I/O and memory decoding) until drop,
+/// which disables it again (`pci_disable_device()`): the probe-time readiness check maps BAR0
+/// of a function that vfio-pci-core does not own yet (upstream
+/// `nvgrace_gpu_probe_check_device_ready()`). The kernel crate's `enable_device_mem()` enables
+/// memory decoding only and has no counterpart that disables.
+///
+/// # Invariants
+///
+/// `pdev` was enabled by [`Enabled::new`] and this value owns that enable count.
+pub(crate) struct Enabled<'a> {
+    pdev: &'a pci::Device<device::Bound>,
+}
+
+impl<'a> Enabled<'a> {
+    /// Enables `pdev`, the device being probed; returns the error of `pci_enable_device()`.
+    pub(crate) fn new(pdev: &'a pci::Device<device::Core<'_>>) -> Result<Self> {
+        // SAFETY: `pdev` is the device being probed.
+        to_result(unsafe { bindings::pci_enable_device(as_raw(pdev)) })?;
+        // INVARIANT: Just enabled.
+        Ok(Self { pdev })
+    }
+}
+
+impl Drop for Enabled<'_> {
+    fn drop(&mut self) {
+        // SAFETY: Balances the enable of `new` (type invariant).
+        unsafe { bindings::pci_disable_device(as_raw(self.pdev)) };
+    }
+}
+
+/// The `struct pci_dev` of `pdev` (`pci::Device::as_raw()` is private to the kernel crate).
+pub(crate) fn as_raw<Ctx: device::DeviceContext>(
+    pdev: &pci::Device<Ctx>,
+) -> *mut bindings::pci_dev {
+    // CAST: `pci::Device` is a transparent wrapper of `struct pci_dev`.
+    core::ptr::from_ref(pdev)
+        .cast::<bindings::pci_dev>()
+        .cast_mut()
 }

@@ -25,9 +25,6 @@ use super::{
     core_device::CoreDevice, //
 };
 
-/// `PAGE_SHIFT` of the architecture: pages are `1 << PAGE_SHIFT` bytes.
-pub(crate) const PAGE_SHIFT: u32 = bindings::NVGRACE_CONST_PAGE_SHIFT;
-
 /// `vm_fault_t` values (enum vm_fault_reason, include/linux/mm_types.h).
 pub(crate) mod fault_result {
     use super::bindings;

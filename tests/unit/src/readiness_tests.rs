@@ -52,7 +52,8 @@ fn detect(ready_at: u64) -> (Result<(), WaitError>, u64, u32) {
     let mut polls = 0;
     let r = wait_legacy(&mut c, || {
         polls += 1;
-        now.get() >= ready_at
+        let status = if now.get() >= ready_at { STATUS_READY } else { 0 };
+        legacy_ready(status, STATUS_READY)
     });
     (r, c.ms(), polls)
 }
@@ -107,7 +108,7 @@ fn interval_schedule() {
 
 #[test]
 fn cxl_timeout_field() {
-    let t = |f: u32| cxl_mem_active_timeout_ms(f << CXL_MEM_ACTIVE_TIMEOUT_SHIFT);
+    let t = cxl_mem_active_timeout_ms;
     assert_eq!(
         [t(0), t(1), t(2), t(3), t(4), t(5), t(7)],
         [1_000, 4_000, 16_000, 64_000, 256_000, 256_000, 256_000]
@@ -116,20 +117,28 @@ fn cxl_timeout_field() {
 
 #[test]
 fn cxl_waits() {
-    let valid = CXL_MEM_INFO_VALID;
-    let active = CXL_MEM_INFO_VALID | CXL_MEM_ACTIVE;
+    let status = |info_valid, active, active_timeout| {
+        Some(CxlMemStatus {
+            info_valid,
+            active,
+            active_timeout,
+        })
+    };
     // Ready at once.
-    assert_eq!(wait_cxl(&mut clock(), || active), Ok(()));
+    assert_eq!(wait_cxl(&mut clock(), || status(true, true, 0)), Ok(()));
     // All-ones: gone.
-    assert_eq!(wait_cxl(&mut clock(), || !0), Err(WaitError::Gone));
-    // Never valid: gives up after ~1 s.
+    assert_eq!(wait_cxl(&mut clock(), || None), Err(WaitError::Gone));
+    // Never valid: gives up after ~1 s, whatever the other bits say.
     let mut c = clock();
-    assert_eq!(wait_cxl(&mut c, || 0), Err(WaitError::TimedOut));
+    assert_eq!(
+        wait_cxl(&mut c, || status(false, true, 4)),
+        Err(WaitError::TimedOut)
+    );
     assert!(c.ms() > 1_000 && c.ms() < 1_200, "{}", c.ms());
     // Valid but never active, timeout field 1 (4 s): gives up after ~4 s.
     let mut c = clock();
     assert_eq!(
-        wait_cxl(&mut c, || valid | (1 << CXL_MEM_ACTIVE_TIMEOUT_SHIFT)),
+        wait_cxl(&mut c, || status(true, false, 1)),
         Err(WaitError::TimedOut)
     );
     assert!(c.ms() > 4_000 && c.ms() < 4_400, "{}", c.ms());
