@@ -5,6 +5,7 @@
 //!
 //! The tests are static binaries on `vfio-bindings` and `libc`; see tests/README.md for why.
 
+pub mod acpi;
 pub mod differences;
 pub mod gpumem;
 pub mod kmemleak;
