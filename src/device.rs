@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! One GPU function: probe, open and close, the ioctls and config-space emulation, readiness
-//! after reset, and dma-buf export. The memory paths are in [`crate::mem_access`] and
-//! [`crate::mmap`].
+//! after reset, and dma-buf export. The memory paths are its children: [`mem_access`]
+//! (`read`/`write`) and [`mmap`] (mappings and their faults); [`poison`] records the pages
+//! memory-failure reported (as nova-core's `fb` holds the pieces of its frame buffer).
 //!
 //! Reference: drivers/vfio/pci/nvgrace-gpu/main.c (function names in brackets below).
 
@@ -26,6 +27,11 @@ use kernel::{
     }, //
 };
 
+mod mem_access;
+mod mmap;
+mod poison;
+
+use self::poison::PoisonRecord;
 use crate::{
     config_emu::{
         may_touch_emulated,
@@ -37,7 +43,6 @@ use crate::{
         LayoutError,
         MemRegion, //
     },
-    poison::PoisonRecord,
     readiness::{
         self,
         CxlMemStatus,
@@ -80,37 +85,37 @@ use crate::{
 
 /// The kernel mappings the `read`/`write` path makes on first use, dropped on close.
 #[derive(Default)]
-pub(crate) struct KernelMaps {
-    pub(crate) usemem: Option<KernelMap>,
-    pub(crate) resmem: Option<KernelMap>,
+struct KernelMaps {
+    usemem: Option<KernelMap>,
+    resmem: Option<KernelMap>,
 }
 
 /// The driver's state for one GPU function.
 #[pin_data]
 pub(crate) struct NvGraceGpu {
     /// The GPU memory regions; `None` on the plain vfio-pci-core path (no `_DSD` memory).
-    pub(crate) layout: Option<Layout>,
+    layout: Option<Layout>,
     /// The memory of `layout`'s usemem and resmem, as the ranges the driver may map.
     usemem_mem: Option<GpuMemory>,
     resmem_mem: Option<GpuMemory>,
     /// Config-space offset of the CXL Device DVSEC; `None`: readiness is read from BAR0.
-    pub(crate) cxl_dvsec: Option<u16>,
+    cxl_dvsec: Option<u16>,
     /// A reset happened: the next access to GPU memory waits for readiness first (set by the
     /// PCI core's `reset_done`, cleared once the device was seen ready).
-    pub(crate) reset_done: AtomicBool,
+    reset_done: AtomicBool,
     /// The emulated BAR2..5 registers.
     #[pin]
-    pub(crate) bars: Mutex<EmuBars>,
+    bars: Mutex<EmuBars>,
     /// Kernel mappings for `read`/`write` (upstream's `remap_lock` and mappings).
     #[pin]
-    pub(crate) kmaps: Mutex<KernelMaps>,
+    kmaps: Mutex<KernelMaps>,
     /// memory-failure registration of usemem.
     #[pin]
     usemem_pfns: PfnRange,
     /// memory-failure registration of resmem.
     #[pin]
     resmem_pfns: PfnRange,
-    /// The pages memory-failure reported (crate::poison), with their debugfs listing.
+    /// The pages memory-failure reported (poison.rs), with their debugfs listing.
     #[pin]
     poison: debugfs::File<PoisonRecord>,
 }
@@ -124,7 +129,7 @@ static NVGRACE_PCI_OPS: PciDeviceOps = ops::variant_pci_ops::<NvGraceGpu>();
 
 /// Which emulated region a VFIO region index is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Which {
+enum Which {
     /// BAR4/5, cacheable.
     Usemem,
     /// BAR2/3, uncached.
@@ -133,7 +138,7 @@ pub(crate) enum Which {
 
 impl Which {
     /// The region's name, as in upstream's comments and the kernel log.
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Which::Usemem => "usemem",
             Which::Resmem => "resmem",
@@ -144,7 +149,7 @@ impl Which {
 impl NvGraceGpu {
     /// The emulated region behind a VFIO region index, if any (upstream
     /// `nvgrace_gpu_memregion()`): BAR4 always, BAR2 only with resmem.
-    pub(crate) fn region(&self, index: u64) -> Option<(Which, &MemRegion)> {
+    fn region(&self, index: u64) -> Option<(Which, &MemRegion)> {
         let layout = self.layout.as_ref()?;
         match u32::try_from(index).ok()? {
             region_index::BAR4 => Some((Which::Usemem, &layout.usemem)),
@@ -154,12 +159,12 @@ impl NvGraceGpu {
     }
 
     /// The poisoned pages of usemem and resmem (deliberate difference 6, crate::poison).
-    pub(crate) fn poison(&self) -> &PoisonRecord {
+    fn poison(&self) -> &PoisonRecord {
         &self.poison
     }
 
     /// The memory of an emulated region, to map or export.
-    pub(crate) fn memory(&self, which: Which) -> Result<&GpuMemory> {
+    fn memory(&self, which: Which) -> Result<&GpuMemory> {
         match which {
             Which::Usemem => self.usemem_mem.as_ref(),
             Which::Resmem => self.resmem_mem.as_ref(),
@@ -205,7 +210,7 @@ impl NvGraceGpu {
 
     /// Waits for CXL memory to become active, outside `memory_lock` (it may take up to 256 s);
     /// only after a reset on the CXL path.
-    pub(crate) fn wait_cxl_if_reset(vdev: &CoreDevice<Self>) -> Result {
+    fn wait_cxl_if_reset(vdev: &CoreDevice<Self>) -> Result {
         let me = vdev.data();
         match me.cxl_dvsec {
             Some(dvsec) if me.reset_done.load(Ordering::Acquire) => {
@@ -221,10 +226,7 @@ impl NvGraceGpu {
     /// Checks, under `memory_lock`, that the GPU is ready after a reset before its memory is
     /// touched (accesses before that can log harmless corrected RAS events). The legacy path
     /// polls BAR0 here; the CXL path only tests (`EAGAIN` if not active: wait and retry).
-    pub(crate) fn check_ready(
-        vdev: &CoreDevice<Self>,
-        guard: &MemoryReadGuard<'_, Self>,
-    ) -> Result {
+    fn check_ready(vdev: &CoreDevice<Self>, guard: &MemoryReadGuard<'_, Self>) -> Result {
         let me = vdev.data();
         if !me.reset_done.load(Ordering::Acquire) {
             return Ok(());
@@ -386,7 +388,7 @@ impl Driver for NvGraceGpu {
                 None
             }
         };
-        // The directory lives as long as the entries made in it (crate::poison).
+        // The directory lives as long as the entries made in it (poison.rs).
         let dir = debugfs.subdir(dev.name());
         vdev.init_data(Self::new(layout, mem, cxl_dvsec, &dir))?
             .register()
@@ -483,7 +485,7 @@ impl VariantOps for NvGraceGpu {
         let (index, _) = split_pos(*pos);
         if vdev.data().region(index).is_some() {
             let _pm = vdev.pm_resume()?;
-            return crate::mem_access::read(vdev, buf, count, pos);
+            return mem_access::read(vdev, buf, count, pos);
         }
         if index == region_index::CONFIG.into() {
             return Self::read_config(vdev, buf, count, pos);
@@ -495,7 +497,7 @@ impl VariantOps for NvGraceGpu {
         let (index, _) = split_pos(*pos);
         if vdev.data().region(index).is_some() {
             let _pm = vdev.pm_resume()?;
-            return crate::mem_access::write(vdev, buf, count, pos);
+            return mem_access::write(vdev, buf, count, pos);
         }
         if index == region_index::CONFIG.into() {
             return Self::write_config(vdev, buf, count, pos);
@@ -504,14 +506,14 @@ impl VariantOps for NvGraceGpu {
     }
 
     fn mmap(vdev: &CoreDevice<Self>, vma: &crate::vfio::vma::Vma) -> Result {
-        crate::mmap::mmap(vdev, vma)
+        mmap::mmap(vdev, vma)
     }
 
     fn dmabuf_phys(vdev: &CoreDevice<Self>, req: &mut DmabufRequest) -> Result {
         // The P2P properties of GPU memory are those of BAR0 (and Grace ignores the caching
         // attribute programmed in the SMMU), so both regions export with BAR0's provider.
         match vdev.data().region(req.region_index().into()) {
-            Some((which, _)) => req.fill_with_bar0_provider(vdev, vdev.data().memory(which)?),
+            Some((which, _)) => req.fill_with_provider_of_bar(vdev, 0, vdev.data().memory(which)?),
             None => req.fill_from_core(vdev),
         }
     }

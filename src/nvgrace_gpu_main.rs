@@ -11,9 +11,6 @@
 mod config_emu;
 mod device;
 mod layout;
-mod mem_access;
-mod mmap;
-mod poison;
 mod readiness;
 mod regs;
 mod vfio;

@@ -23,20 +23,18 @@ use kernel::{
     }, //
 };
 
-use crate::{
-    device::{
-        NvGraceGpu,
-        Which, //
+use super::{
+    NvGraceGpu,
+    Which, //
+};
+use crate::vfio::{
+    core_device::CoreDevice,
+    kmap::{
+        Caching,
+        KernelMap, //
     },
-    vfio::{
-        core_device::CoreDevice,
-        kmap::{
-            Caching,
-            KernelMap, //
-        },
-        ops::split_pos,
-        uaccess, //
-    }, //
+    ops::split_pos,
+    uaccess, //
 };
 
 /// The bytes of an access that reach memory, after clipping at the BAR: `(count, mem_count)`,
@@ -77,7 +75,7 @@ fn with_kmap<R>(
 }
 
 /// `EIO` if the `mem_count` bytes of memory at `offset` hold a page that memory-failure
-/// reported (crate::poison): nothing of the access is copied, so the kernel never reads the
+/// reported (poison.rs): nothing of the access is copied, so the kernel never reads the
 /// poison through its own mapping. A page reported while the copy runs is not seen.
 fn refuse_poisoned(
     vdev: &CoreDevice<NvGraceGpu>,
@@ -105,9 +103,84 @@ const MAX_STALLED_ROUNDS: u32 = 8;
 /// Bytes of 0xFF written at a time to fill the part of a read beyond the memory.
 const FILL_CHUNK: usize = 64;
 
+/// Which way a copy goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// From GPU memory to the user buffer (`read`).
+    ToUser,
+    /// From the user buffer to GPU memory (`write`).
+    FromUser,
+}
+
+/// Copies the `mem_count` bytes of region `which` at `offset` to or from the user buffer `buf`,
+/// after readiness: the rounds under `memory_lock` with page faults disabled, and the fault-in
+/// of the user page a round stopped at without the lock (vfio/uaccess.rs). Returns the error of
+/// the readiness check or the mapping, `EINTR` on a fatal signal, `EFAULT` when the user buffer
+/// cannot be faulted in or [`MAX_STALLED_ROUNDS`] rounds in a row copied nothing.
+///
+/// A write into usemem that fails with `EFAULT` leaves the memory as upstream's
+/// `copy_from_user()` does: zeroed from the first byte not copied. resmem's copy goes through a
+/// bounce value and leaves the rest unchanged, as upstream's.
+fn copy(
+    vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    offset: u64,
+    buf: UserPtr,
+    mem_count: usize,
+    dir: Direction,
+) -> Result {
+    NvGraceGpu::wait_cxl_if_reset(vdev)?;
+    let mut done = 0;
+    let mut stalled = 0;
+    loop {
+        let copied = {
+            let guard = vdev.memory_read_lock();
+            NvGraceGpu::check_ready(vdev, &guard)?;
+            if mem_count == 0 {
+                return Ok(());
+            }
+            let (at, user, len) = (
+                offset + done as u64,
+                buf.wrapping_byte_add(done),
+                mem_count - done,
+            );
+            with_kmap(vdev, which, |map| match dir {
+                Direction::ToUser => map.read_to_user_nofault(vdev, at, user, len),
+                Direction::FromUser => map.write_from_user_nofault(vdev, at, user, len),
+            })?
+        };
+        done += copied;
+        if done == mem_count {
+            return Ok(());
+        }
+        stalled = if copied == 0 { stalled + 1 } else { 0 };
+        // The first round has not faulted anything in yet.
+        let r = if stalled > MAX_STALLED_ROUNDS {
+            Err(EFAULT)
+        } else {
+            // The user page the copy stopped at, faulted in without memory_lock
+            // (vfio/uaccess.rs).
+            let (user, len) = (buf.wrapping_byte_add(done), mem_count - done);
+            uaccess::fatal_signal_check().and_then(|()| match dir {
+                Direction::ToUser => uaccess::fault_in_writeable(user, len),
+                Direction::FromUser => uaccess::fault_in_readable(user, len),
+            })
+        };
+        if let Err(e) = r {
+            if e == EFAULT && dir == Direction::FromUser && which == Which::Usemem {
+                let _guard = vdev.memory_read_lock();
+                with_kmap(vdev, which, |map| {
+                    map.zero(offset + done as u64, mem_count - done)
+                })?;
+            }
+            return Err(e);
+        }
+    }
+}
+
 /// `read` of an emulated BAR: `count` bytes at `*pos` into `buf`. Returns the bytes read and
 /// advances `*pos`.
-pub(crate) fn read(
+pub(super) fn read(
     vdev: &CoreDevice<NvGraceGpu>,
     buf: UserPtr,
     count: usize,
@@ -117,39 +190,7 @@ pub(crate) fn read(
     let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
     refuse_poisoned(vdev, which, offset, mem_count)?;
-
-    NvGraceGpu::wait_cxl_if_reset(vdev)?;
-    let mut done = 0;
-    let mut stalled = 0;
-    loop {
-        let copied = {
-            let guard = vdev.memory_read_lock();
-            NvGraceGpu::check_ready(vdev, &guard)?;
-            if mem_count == 0 {
-                break;
-            }
-            with_kmap(vdev, which, |map| {
-                map.read_to_user_nofault(
-                    vdev,
-                    offset + done as u64,
-                    buf.wrapping_byte_add(done),
-                    mem_count - done,
-                )
-            })?
-        };
-        done += copied;
-        if done == mem_count {
-            break;
-        }
-        stalled = if copied == 0 { stalled + 1 } else { 0 };
-        // The first round has not faulted anything in yet.
-        if stalled > MAX_STALLED_ROUNDS {
-            return Err(EFAULT);
-        }
-        uaccess::fatal_signal_check()?;
-        // The user page the copy stopped at, faulted in without memory_lock (vfio/uaccess.rs).
-        uaccess::fault_in_writeable(buf.wrapping_byte_add(done), mem_count - done)?;
-    }
+    copy(vdev, which, offset, buf, mem_count, Direction::ToUser)?;
 
     let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
     let ones = [0xFFu8; FILL_CHUNK];
@@ -163,7 +204,7 @@ pub(crate) fn read(
 
 /// `write` of an emulated BAR: `count` bytes from `buf` to `*pos`. Returns the bytes consumed
 /// (including dropped ones) and advances `*pos`.
-pub(crate) fn write(
+pub(super) fn write(
     vdev: &CoreDevice<NvGraceGpu>,
     buf: UserPtr,
     count: usize,
@@ -177,54 +218,7 @@ pub(crate) fn write(
     // other write checks readiness, even one of no bytes (upstream's `offset >= memlength` test).
     if offset < region.memlength {
         refuse_poisoned(vdev, which, offset, mem_count)?;
-        NvGraceGpu::wait_cxl_if_reset(vdev)?;
-        let mut done = 0;
-        let mut stalled = 0;
-        loop {
-            let copied = {
-                let guard = vdev.memory_read_lock();
-                NvGraceGpu::check_ready(vdev, &guard)?;
-                if mem_count == 0 {
-                    break;
-                }
-                with_kmap(vdev, which, |map| {
-                    map.write_from_user_nofault(
-                        vdev,
-                        offset + done as u64,
-                        buf.wrapping_byte_add(done),
-                        mem_count - done,
-                    )
-                })?
-            };
-            done += copied;
-            if done == mem_count {
-                break;
-            }
-            stalled = if copied == 0 { stalled + 1 } else { 0 };
-            let stuck = stalled > MAX_STALLED_ROUNDS;
-            let r = uaccess::fatal_signal_check().and_then(|()| {
-                // The user page the copy stopped at, faulted in without memory_lock
-                // (vfio/uaccess.rs).
-                uaccess::fault_in_readable(buf.wrapping_byte_add(done), mem_count - done)
-            });
-            if stuck || r.is_err() {
-                let e = if stuck {
-                    EFAULT
-                } else {
-                    r.err().unwrap_or(EFAULT)
-                };
-                // Leave usemem as upstream's copy_from_user() does when it fails there: zeroed
-                // from the first byte not copied. resmem's copy went through a bounce value and
-                // left the rest unchanged, as upstream's.
-                if e == EFAULT && which == Which::Usemem {
-                    let _guard = vdev.memory_read_lock();
-                    with_kmap(vdev, which, |map| {
-                        map.zero(offset + done as u64, mem_count - done)
-                    })?;
-                }
-                return Err(e);
-            }
-        }
+        copy(vdev, which, offset, buf, mem_count, Direction::FromUser)?;
     }
     *pos += count as i64;
     Ok(count)

@@ -13,25 +13,26 @@ use kernel::{
     prelude::*, //
 };
 
-use crate::{
-    device::{
-        NvGraceGpu,
-        Which, //
+use super::{
+    poison::{
+        self,
+        Recorded, //
     },
-    poison::Recorded,
-    vfio::{
-        core_device::CoreDevice,
-        gpu_memory::GpuMemory,
-        ops::split_pgoff,
-        vma::{
-            self,
-            fault_result,
-            vm_flags,
-            Fault,
-            FaultHandler,
-            VmOps,
-            Vma, //
-        }, //
+    NvGraceGpu,
+    Which, //
+};
+use crate::vfio::{
+    core_device::CoreDevice,
+    gpu_memory::GpuMemory,
+    ops::split_pgoff,
+    vma::{
+        self,
+        vm_flags,
+        Fault,
+        FaultHandler,
+        VmFaultResult,
+        VmOps,
+        Vma, //
     }, //
 };
 
@@ -49,7 +50,7 @@ fn vma_pgoff_in_region(vma: &Vma) -> u64 {
 }
 
 /// `mmap` of the device fd.
-pub(crate) fn mmap(vdev: &CoreDevice<NvGraceGpu>, vma: &Vma) -> Result {
+pub(super) fn mmap(vdev: &CoreDevice<NvGraceGpu>, vma: &Vma) -> Result {
     let Some((which, region)) = vdev.data().region(vma_index(vma)) else {
         return vdev.core_mmap(vma);
     };
@@ -83,28 +84,28 @@ impl FaultHandler for NvGraceGpu {
         &MMAP_OPS
     }
 
-    fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> u32 {
+    fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> VmFaultResult {
         let vma = fault.vma();
         let Some((which, region)) = vdev.data().region(vma_index(vma)) else {
-            return fault_result::SIGBUS;
+            return VmFaultResult::SIGBUS;
         };
         let Ok(mem) = vdev.data().memory(which) else {
-            return fault_result::SIGBUS;
+            return VmFaultResult::SIGBUS;
         };
         let addr = fault.address() & !((1u64 << (PAGE_SHIFT + order as usize)) - 1);
         let page_in_vma = (addr.wrapping_sub(vma.start())) >> PAGE_SHIFT;
         let pfn = (region.memphys >> PAGE_SHIFT) + vma_pgoff_in_region(vma) + page_in_vma;
         if !fault.aligned_for_order(addr, pfn, order) {
-            fault.debug_result(vdev, order, pfn, fault_result::FALLBACK);
-            return fault_result::FALLBACK;
+            fault.debug_result(vdev, order, pfn, VmFaultResult::FALLBACK);
+            return VmFaultResult::FALLBACK;
         }
-        // A poisoned page (crate::poison) is never mapped again; a huge entry over one falls
+        // A poisoned page (poison.rs) is never mapped again; a huge entry over one falls
         // back, so that the good pages around it still map with smaller entries.
         if vdev.data().poison().any_in(pfn, 1u64 << order) {
             let ret = if order == 0 {
-                fault_result::HWPOISON
+                VmFaultResult::HWPOISON
             } else {
-                fault_result::FALLBACK
+                VmFaultResult::FALLBACK
             };
             fault.debug_result(vdev, order, pfn, ret);
             return ret;
@@ -114,7 +115,7 @@ impl FaultHandler for NvGraceGpu {
 
     fn pfn_to_pgoff(vdev: &CoreDevice<Self>, vma: &Vma, pfn: u64) -> Result<u64> {
         // memory-failure asks once per VMA of the device fd and process: the first call for
-        // a PFN records it (crate::poison), whichever region this VMA maps.
+        // a PFN records it (poison.rs), whichever region this VMA maps.
         record_poison(vdev, pfn);
         let (_, region) = vdev.data().region(vma_index(vma)).ok_or(EINVAL)?;
         let first = region.first_pfn(PAGE_SHIFT);
@@ -145,7 +146,7 @@ fn record_poison(vdev: &CoreDevice<NvGraceGpu>, pfn: u64) {
             dev,
             "memory failure at {} offset {offset:#x} (PFN {pfn:#x}) not recorded: the record of {} poisoned pages is full\n",
             which.name(),
-            crate::poison::CAPACITY
+            poison::CAPACITY
         ),
         Some((Recorded::Known, _, _)) | None => {}
     }
@@ -153,7 +154,7 @@ fn record_poison(vdev: &CoreDevice<NvGraceGpu>, pfn: u64) {
 
 impl NvGraceGpu {
     /// The part of a fault whose address and PFN are aligned for `order`: waits for readiness
-    /// and inserts the PFN; returns a `vm_fault_t`. As upstream, the result of the insertion
+    /// and inserts the PFN. As upstream, the result of the insertion
     /// (and a fallback) is logged with `dev_dbg_ratelimited()`, early failures are not.
     fn fault_aligned(
         vdev: &CoreDevice<Self>,
@@ -161,31 +162,31 @@ impl NvGraceGpu {
         mem: &GpuMemory,
         pfn: u64,
         order: u32,
-    ) -> u32 {
+    ) -> VmFaultResult {
         // Fail early, under memory_lock, rather than wait for readiness of a device that user
         // space put in low power; the check under the lock below catches any later change.
         if vdev.memory_read_lock().pm_runtime_engaged() {
-            return fault_result::SIGBUS;
+            return VmFaultResult::SIGBUS;
         }
         loop {
             // The CXL wait may take minutes, so it runs outside memory_lock.
             if NvGraceGpu::wait_cxl_if_reset(vdev).is_err() {
-                return fault_result::SIGBUS;
+                return VmFaultResult::SIGBUS;
             }
             let guard = vdev.memory_read_lock();
             if guard.pm_runtime_engaged() {
-                return fault_result::SIGBUS;
+                return VmFaultResult::SIGBUS;
             }
             match NvGraceGpu::check_ready(vdev, &guard) {
                 Ok(()) => {
-                    let ret = guard.insert_pfn(fault, mem, pfn, order);
+                    let ret = fault.insert_pfn(&guard, mem, pfn, order);
                     drop(guard);
                     fault.debug_result(vdev, order, pfn, ret);
                     return ret;
                 }
                 // A reset raced with the wait: wait again rather than fail.
                 Err(e) if e == EAGAIN => continue,
-                Err(_) => return fault_result::SIGBUS,
+                Err(_) => return VmFaultResult::SIGBUS,
             }
         }
     }

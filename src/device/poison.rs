@@ -45,15 +45,13 @@ use kernel::{
     sync::SpinLock, //
 };
 
-use crate::{
-    device::Which,
-    layout::MemRegion, //
-};
+use super::Which;
+use crate::layout::MemRegion;
 
 mod table;
 
 use table::PoisonTable;
-pub(crate) use table::{
+pub(super) use table::{
     Recorded,
     CAPACITY, //
 };
@@ -68,7 +66,7 @@ type PfnSpan = (u64, u64);
 /// `count` is the number of PFNs in `table`, updated under its lock; every recorded PFN lies in
 /// `usemem` or `resmem`.
 #[pin_data]
-pub(crate) struct PoisonRecord {
+pub(super) struct PoisonRecord {
     /// How many PFNs are recorded: faults and accesses skip the lock while it is 0.
     count: AtomicUsize,
     #[pin]
@@ -81,7 +79,7 @@ pub(crate) struct PoisonRecord {
 
 impl PoisonRecord {
     /// An empty record for the regions `usemem` and `resmem` (`None`: absent).
-    pub(crate) fn new(
+    pub(super) fn new(
         usemem: Option<&MemRegion>,
         resmem: Option<&MemRegion>,
         page_shift: usize,
@@ -110,7 +108,7 @@ impl PoisonRecord {
     /// Records that memory-failure reported `pfn`. Callable in atomic context (takes a
     /// spinlock, never sleeps or allocates). Returns what was done and where the page lies
     /// (region and byte offset); `None` for a PFN outside both regions, which is not recorded.
-    pub(crate) fn record(&self, pfn: u64) -> Option<(Recorded, Which, u64)> {
+    pub(super) fn record(&self, pfn: u64) -> Option<(Recorded, Which, u64)> {
         let (which, page) = self.locate(pfn)?;
         let mut table = self.table.lock();
         let r = table.record(pfn);
@@ -120,7 +118,7 @@ impl PoisonRecord {
     }
 
     /// Whether any of the `nr_pages` pages from `first_pfn` is recorded.
-    pub(crate) fn any_in(&self, first_pfn: u64, nr_pages: u64) -> bool {
+    pub(super) fn any_in(&self, first_pfn: u64, nr_pages: u64) -> bool {
         if self.count.load(Ordering::Acquire) == 0 {
             return false;
         }
@@ -128,7 +126,7 @@ impl PoisonRecord {
     }
 
     /// Whether any page of the bytes `[offset, offset + len)` of region `which` is recorded.
-    pub(crate) fn any_in_bytes(&self, which: Which, offset: u64, len: u64) -> bool {
+    pub(super) fn any_in_bytes(&self, which: Which, offset: u64, len: u64) -> bool {
         let span = match which {
             Which::Usemem => self.usemem,
             Which::Resmem => self.resmem,
@@ -147,7 +145,7 @@ impl PoisonRecord {
     /// The debugfs listing: `usemem 0x...` / `resmem 0x...` (byte offset in the region) per
     /// recorded page, oldest first, then how many reports were not recorded if the table
     /// filled up.
-    pub(crate) fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    pub(super) fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let table = self.table.lock().clone();
         for &pfn in table.recorded() {
             if let Some((which, page)) = self.locate(pfn) {

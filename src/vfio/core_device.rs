@@ -31,7 +31,6 @@ use kernel::{
         to_result, //
     },
     io::register::FixedRegister,
-    page::PAGE_SHIFT,
     pci,
     prelude::*,
     types::Opaque, //
@@ -417,29 +416,9 @@ impl<T> MemoryReadGuard<'_, T> {
         unsafe { (*self.dev.as_raw()).pm_runtime_engaged }
     }
 
-    /// Inserts the `1 << order` pages at `pfn` at the faulting address with
-    /// `vfio_pci_vmf_insert_pfn()`, which checks again that memory is enabled; returns its
-    /// `vm_fault_t`, or `VM_FAULT_SIGBUS` when the pages are not all inside `mem`.
-    pub(crate) fn insert_pfn(
-        &self,
-        fault: &super::vma::Fault,
-        mem: &super::gpu_memory::GpuMemory,
-        pfn: u64,
-        order: u32,
-    ) -> u32 {
-        if order >= u64::BITS || !mem.contains_pages(pfn, 1 << order, PAGE_SHIFT) {
-            return super::vma::fault_result::SIGBUS;
-        }
-        // SAFETY: `memory_lock` is held as vfio-pci-core requires; `fault` is a live fault; the
-        // pages are GPU memory (the type invariant of `mem`), which user space may map.
-        unsafe {
-            bindings::vfio_pci_vmf_insert_pfn(
-                self.dev.as_raw(),
-                fault.as_raw(),
-                pfn as usize,
-                order,
-            )
-        }
+    /// The raw core device whose `memory_lock` is held, for calls that require the lock.
+    pub(crate) fn as_raw(&self) -> *mut bindings::vfio_pci_core_device {
+        self.dev.as_raw()
     }
 }
 

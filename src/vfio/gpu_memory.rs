@@ -2,8 +2,8 @@
 
 //! The GPU memory the firmware describes, as the only physical ranges the driver may map into
 //! the kernel ([`super::kmap::KernelMap`]), insert into user mappings
-//! ([`super::core_device::MemoryReadGuard::insert_pfn`]) or export
-//! ([`super::ops::DmabufRequest::fill_with_bar0_provider`]).
+//! ([`super::vma::Fault::insert_pfn`]) or export
+//! ([`super::ops::DmabufRequest::fill_with_provider_of_bar`]).
 //!
 //! A [`GpuMemory`] is made from the firmware's description of the device being probed, and the
 //! driver can only narrow it ([`GpuMemory::sub_range`]); safe code cannot name any other

@@ -137,19 +137,25 @@ impl DmabufRequest {
         self.region_index
     }
 
-    /// Answers for the GPU memory `mem`, with BAR0's p2pdma provider
-    /// (`pcim_p2pdma_provider(pdev, 0)`; `EINVAL` if it has none) and the requested ranges
-    /// checked against it (`vfio_pci_core_fill_phys_vec()`).
-    pub(crate) fn fill_with_bar0_provider<T>(
+    /// Answers for the GPU memory `mem`, with the p2pdma provider of BAR `bar`
+    /// (`pcim_p2pdma_provider()`; `EINVAL` if it has none or `bar` is not a standard BAR) and the
+    /// requested ranges checked against `mem` (`vfio_pci_core_fill_phys_vec()`).
+    pub(crate) fn fill_with_provider_of_bar<T>(
         &mut self,
         vdev: &CoreDevice<T>,
+        bar: u32,
         mem: &GpuMemory,
     ) -> Result {
+        if bar >= bindings::PCI_STD_NUM_BARS {
+            return Err(EINVAL);
+        }
+        let bar = c_int::try_from(bar).map_err(|_| EINVAL)?;
         let (phys, len) = (mem.phys(), mem.len());
-        // SAFETY: The PCI device is valid; `provider` is the caller's output slot; the range is
-        // GPU memory (the type invariant of `mem`), which may be exported.
+        // SAFETY: The PCI device is valid and `bar` a standard BAR; `provider` is the caller's
+        // output slot; the range is GPU memory (the type invariant of `mem`), which may be
+        // exported.
         unsafe {
-            let provider = bindings::pcim_p2pdma_provider(vdev.pdev_raw(), 0);
+            let provider = bindings::pcim_p2pdma_provider(vdev.pdev_raw(), bar);
             if provider.is_null() {
                 return Err(EINVAL);
             }

@@ -16,25 +16,39 @@ use kernel::{
         c_uint,
         c_ulong, //
     },
+    page::PAGE_SHIFT,
     prelude::*,
     types::Opaque, //
 };
 
 use super::{
     bindings,
-    core_device::CoreDevice, //
+    core_device::{
+        CoreDevice,
+        MemoryReadGuard, //
+    },
+    gpu_memory::GpuMemory, //
 };
 
-/// `vm_fault_t` values (enum vm_fault_reason, include/linux/mm_types.h).
-pub(crate) mod fault_result {
-    use super::bindings;
+/// The result of a fault handler, a `vm_fault_t` (its values are `enum vm_fault_reason`,
+/// include/linux/mm_types.h; 0 or `VM_FAULT_NOPAGE` when the fault was handled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct VmFaultResult(bindings::vm_fault_t);
+
+impl VmFaultResult {
     /// Deliver SIGBUS to the faulting task.
-    pub(crate) const SIGBUS: u32 = bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+    pub(crate) const SIGBUS: Self = Self(bindings::vm_fault_reason_VM_FAULT_SIGBUS);
     /// The huge mapping cannot be made; the core retries with a smaller order.
-    pub(crate) const FALLBACK: u32 = bindings::vm_fault_reason_VM_FAULT_FALLBACK;
+    pub(crate) const FALLBACK: Self = Self(bindings::vm_fault_reason_VM_FAULT_FALLBACK);
     /// The page is poisoned: the MM sends SIGBUS `BUS_MCEERR_AR` at the faulting address, with
     /// `si_addr_lsb` = `PAGE_SHIFT` (arch fault handlers, e.g. arm64 `do_page_fault()`).
-    pub(crate) const HWPOISON: u32 = bindings::vm_fault_reason_VM_FAULT_HWPOISON;
+    pub(crate) const HWPOISON: Self = Self(bindings::vm_fault_reason_VM_FAULT_HWPOISON);
+
+    /// The `vm_fault_t` value.
+    fn into_raw(self) -> bindings::vm_fault_t {
+        self.0
+    }
 }
 
 /// VMA flags (include/linux/mm.h), as `vm_flags_set()` takes them.
@@ -182,16 +196,44 @@ impl Fault {
 }
 
 impl Fault {
-    /// Logs the result `ret` (a `vm_fault_t`) of a fault of `order` at `pfn` with
-    /// `dev_dbg_ratelimited()`, in upstream's words (dynamic debug, or `DEBUG`, enables it).
-    pub(crate) fn debug_result<T>(&self, vdev: &CoreDevice<T>, order: u32, pfn: u64, ret: u32) {
+    /// Inserts the `1 << order` pages at `pfn` at the faulting address with
+    /// `vfio_pci_vmf_insert_pfn()`, under `memory_lock` (`guard`), which checks again that the
+    /// device's memory is enabled. Returns its result, or `SIGBUS` when the pages are not all
+    /// inside `mem`.
+    pub(crate) fn insert_pfn<T>(
+        &self,
+        guard: &MemoryReadGuard<'_, T>,
+        mem: &GpuMemory,
+        pfn: u64,
+        order: u32,
+    ) -> VmFaultResult {
+        if order >= u64::BITS || !mem.contains_pages(pfn, 1 << order, PAGE_SHIFT) {
+            return VmFaultResult::SIGBUS;
+        }
+        // SAFETY: `memory_lock` is held (`guard`), as vfio-pci-core requires; the fault is in
+        // progress (type invariant); the pages are GPU memory (the type invariant of `mem`),
+        // which user space may map.
+        VmFaultResult(unsafe {
+            bindings::vfio_pci_vmf_insert_pfn(guard.as_raw(), self.as_raw(), pfn as usize, order)
+        })
+    }
+
+    /// Logs the result `ret` of a fault of `order` at `pfn` with `dev_dbg_ratelimited()`, in
+    /// upstream's words (dynamic debug, or `DEBUG`, enables it).
+    pub(crate) fn debug_result<T>(
+        &self,
+        vdev: &CoreDevice<T>,
+        order: u32,
+        pfn: u64,
+        ret: VmFaultResult,
+    ) {
         // SAFETY: The PCI device is valid; the helper only formats the values.
         unsafe {
             bindings::nvgrace_helper_fault_dbg(
                 &raw mut (*vdev.pdev_raw()).dev,
                 order,
                 pfn as c_ulong,
-                ret,
+                ret.into_raw(),
             )
         }
     }
@@ -202,8 +244,8 @@ pub(crate) trait FaultHandler: Sized + Send + Sync + 'static {
     /// The driver's table (built with [`vm_ops`]); identifies its VMAs.
     fn vm_ops() -> &'static VmOps<Self>;
 
-    /// A fault of `order` (0 for a page, else the PMD or PUD order); returns a `vm_fault_t`.
-    fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> u32;
+    /// A fault of `order` (0 for a page, else the PMD or PUD order).
+    fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> VmFaultResult;
 
     /// The file page offset at which `vma` maps `pfn`, for memory-failure to find the address
     /// to signal; `EFAULT` when the VMA does not map it.
@@ -239,8 +281,9 @@ unsafe extern "C" fn huge_fault<T: FaultHandler>(
     let fault = unsafe { &*vmf.cast::<Fault>() };
     match fault.vma().device(T::vm_ops()) {
         Some(vdev) => T::huge_fault(vdev, fault, order),
-        None => fault_result::SIGBUS,
+        None => VmFaultResult::SIGBUS,
     }
+    .into_raw()
 }
 
 /// The `pfn_to_vma_pgoff` callback of a driver's PFN ranges: upstream's

@@ -14,7 +14,7 @@ pub mod config_emu;
 #[path = "../../../src/readiness.rs"]
 pub mod readiness;
 
-#[path = "../../../src/poison/table.rs"]
+#[path = "../../../src/device/poison/table.rs"]
 pub mod poison_table;
 
 #[cfg(test)]
