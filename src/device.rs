@@ -21,6 +21,7 @@ use kernel::{
     pci,
     prelude::*,
     sync::Mutex,
+    types::ScopeGuard,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -415,37 +416,23 @@ impl VariantOps for NvGraceGpu {
         let Some(layout) = me.layout else {
             return Err(EINVAL);
         };
-        vdev.enable()?;
+        // Disabled again (`Opening`'s drop) if the open fails from here on.
+        let opening = vdev.enable()?;
         me.bars.lock().reset();
-        let registered = (|| {
-            // Readiness is read from BAR0, which vfio_pci_core_enable() just mapped.
-            vdev.check_bar_map(0)?;
-            if let Some(res) = layout.resmem {
-                tolerate_eopnotsupp(me.resmem_pfns.register(
-                    vdev,
-                    res.first_pfn(PAGE_SHIFT),
-                    res.nr_pages(PAGE_SHIFT),
-                ))?;
-            }
-            let use_ = layout.usemem;
-            tolerate_eopnotsupp(me.usemem_pfns.register(
-                vdev,
-                use_.first_pfn(PAGE_SHIFT),
-                use_.nr_pages(PAGE_SHIFT),
-            ))
-        })();
-        if let Err(e) = registered {
+        // The PFN ranges registered so far, unregistered before that if the open fails.
+        let pfns = ScopeGuard::new(|| {
             me.resmem_pfns.unregister();
             me.usemem_pfns.unregister();
-            vdev.disable();
+        });
+        Self::open_regions(vdev, &layout).inspect_err(|e| {
             dev_err!(
                 vdev.pdev().as_ref(),
                 "open failed (BAR0 map or PFN range registration): error {}\n",
                 e.to_errno()
-            );
-            return Err(e);
-        }
-        vdev.finish_enable();
+            )
+        })?;
+        pfns.dismiss();
+        opening.finish();
         Ok(())
     }
 
@@ -457,9 +444,9 @@ impl VariantOps for NvGraceGpu {
         vdev.close_core();
     }
 
-    fn ioctl(vdev: &CoreDevice<Self>, cmd: u32, arg: usize) -> isize {
+    fn ioctl(vdev: &CoreDevice<Self>, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
-            ioctl_cmd::IOEVENTFD => ENOTTY.to_errno() as isize,
+            ioctl_cmd::IOEVENTFD => Err(ENOTTY),
             ioctl_cmd::RESET => {
                 vdev.data().bars.lock().reset();
                 vdev.core_ioctl(cmd, arg)
@@ -516,6 +503,29 @@ impl VariantOps for NvGraceGpu {
             Some((which, _)) => req.fill_with_provider_of_bar(vdev, 0, vdev.data().memory(which)?),
             None => req.fill_from_core(vdev),
         }
+    }
+}
+
+impl NvGraceGpu {
+    /// The part of open that needs the enabled device: readiness is read from BAR0, which
+    /// `vfio_pci_core_enable()` just mapped; then the memory-failure registration of resmem
+    /// and usemem (without CONFIG_MEMORY_FAILURE there is none, which is not an error).
+    fn open_regions(vdev: &CoreDevice<Self>, layout: &Layout) -> Result {
+        let me = vdev.data();
+        vdev.check_bar_map(0)?;
+        if let Some(res) = layout.resmem {
+            tolerate_eopnotsupp(me.resmem_pfns.register(
+                vdev,
+                res.first_pfn(PAGE_SHIFT),
+                res.nr_pages(PAGE_SHIFT),
+            ))?;
+        }
+        let use_ = layout.usemem;
+        tolerate_eopnotsupp(me.usemem_pfns.register(
+            vdev,
+            use_.first_pfn(PAGE_SHIFT),
+            use_.nr_pages(PAGE_SHIFT),
+        ))
     }
 }
 

@@ -42,6 +42,10 @@ use super::bindings;
 ///
 /// `core` must come first: vfio frees the allocation through the `vfio_device` pointer, which is
 /// the first member of `vfio_pci_core_device`.
+///
+/// # Invariants
+///
+/// `data` is initialised exactly when `data_ready` is set.
 #[repr(C)]
 struct Allocation<T> {
     core: Opaque<bindings::vfio_pci_core_device>,
@@ -70,12 +74,21 @@ unsafe impl<T: Send> Send for CoreDevice<T> {}
 unsafe impl<T: Sync> Sync for CoreDevice<T> {}
 
 /// A `struct vfio_device_ops` table that may live in a `static`.
+///
+/// # Invariants
+///
+/// The table is never written after it is made; its pointers are functions and a
+/// `'static` C string (made by `ops::variant_ops`/`ops::core_ops`).
 #[repr(transparent)]
 pub(crate) struct DeviceOps(pub(crate) bindings::vfio_device_ops);
 // SAFETY: The table is immutable and only holds function pointers and a static name.
 unsafe impl Sync for DeviceOps {}
 
 /// A `struct vfio_pci_device_ops` table that may live in a `static`.
+///
+/// # Invariants
+///
+/// The table is never written after it is made; it holds only function pointers.
 #[repr(transparent)]
 pub(crate) struct PciDeviceOps(pub(crate) bindings::vfio_pci_device_ops);
 // SAFETY: The table is immutable and only holds function pointers.
@@ -169,22 +182,13 @@ impl<T> CoreDevice<T> {
     }
 
     /// `vfio_pci_core_enable()`: the first step of opening the device (enables the function,
-    /// maps its BARs). Undone by [`CoreDevice::disable`] or by vfio-pci-core's own close.
-    pub(crate) fn enable(&self) -> Result {
+    /// maps its BARs). Only from `open_device`, which vfio serialises with close. The returned
+    /// [`Opening`] undoes it when dropped, unless [`Opening::finish`] completes the open.
+    pub(crate) fn enable(&self) -> Result<Opening<'_, T>> {
         // SAFETY: The core device is valid; vfio serialises open and close.
-        to_result(unsafe { bindings::vfio_pci_core_enable(self.as_raw()) })
-    }
-
-    /// `vfio_pci_core_finish_enable()`: the last step of a successful open.
-    pub(crate) fn finish_enable(&self) {
-        // SAFETY: Called after a successful `enable()`, from open.
-        unsafe { bindings::vfio_pci_core_finish_enable(self.as_raw()) }
-    }
-
-    /// `vfio_pci_core_disable()`: undoes [`CoreDevice::enable`] when an open fails after it.
-    pub(crate) fn disable(&self) {
-        // SAFETY: Called after a successful `enable()`, from a failing open.
-        unsafe { bindings::vfio_pci_core_disable(self.as_raw()) }
+        to_result(unsafe { bindings::vfio_pci_core_enable(self.as_raw()) })?;
+        // INVARIANT: Just enabled.
+        Ok(Opening { dev: self })
     }
 
     /// `vfio_pci_core_close_device()`: vfio-pci-core's part of closing the device.
@@ -276,6 +280,37 @@ impl<T> CoreDevice<T> {
             }
             bindings::vfio_pci_core_release_dev(vdev);
         }
+    }
+}
+
+/// A core device being opened: between a successful `vfio_pci_core_enable()`
+/// ([`CoreDevice::enable`]) and the end of `open_device`. Dropped, it undoes the enable
+/// (`vfio_pci_core_disable()`), for an open that fails after it; [`Opening::finish`] completes
+/// the open instead.
+///
+/// # Invariants
+///
+/// `vfio_pci_core_enable()` succeeded on `dev`, within its `open_device`, and neither
+/// `vfio_pci_core_disable()` nor `vfio_pci_core_finish_enable()` ran since.
+pub(crate) struct Opening<'a, T> {
+    dev: &'a CoreDevice<T>,
+}
+
+impl<T> Opening<'_, T> {
+    /// `vfio_pci_core_finish_enable()`: the last step of a successful open; vfio-pci-core's
+    /// close undoes the enable from then on.
+    pub(crate) fn finish(self) {
+        // SAFETY: Enabled and not finished (type invariant).
+        unsafe { bindings::vfio_pci_core_finish_enable(self.dev.as_raw()) };
+        core::mem::forget(self);
+    }
+}
+
+impl<T> Drop for Opening<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: Enabled and neither disabled nor finished (type invariant), in the failing
+        // open.
+        unsafe { bindings::vfio_pci_core_disable(self.dev.as_raw()) };
     }
 }
 

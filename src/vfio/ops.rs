@@ -91,6 +91,12 @@ pub(crate) mod region_flags {
 }
 
 /// The capability chain of a `VFIO_DEVICE_GET_REGION_INFO` reply being built.
+///
+/// # Invariants
+///
+/// The pointer is the `struct vfio_info_cap` that vfio passed to the `get_region_info_caps`
+/// callback in progress, valid and ours to add to for the callback's duration (the value is
+/// made only by that callback's trampoline and lent to the driver by reference).
 pub(crate) struct InfoCaps(*mut bindings::vfio_info_cap);
 
 impl InfoCaps {
@@ -123,6 +129,13 @@ impl InfoCaps {
 }
 
 /// A `get_dmabuf_phys` request: describe a region's memory for a dma-buf export.
+///
+/// # Invariants
+///
+/// The fields are the arguments vfio-pci-core passed to the `get_dmabuf_phys` callback in
+/// progress: `provider` is its output slot, `phys_vec` an array of `nr_ranges` entries to fill
+/// and `dma_ranges` the `nr_ranges` ranges requested, all valid for the callback's duration
+/// (the value is made only by that callback's trampoline and lent to the driver by reference).
 pub(crate) struct DmabufRequest {
     provider: *mut *mut bindings::p2pdma_provider,
     region_index: u32,
@@ -194,8 +207,8 @@ pub(crate) trait VariantOps: Sized + Send + Sync + 'static {
     fn open_device(vdev: &CoreDevice<Self>) -> Result;
     /// `close_device`: the last close.
     fn close_device(vdev: &CoreDevice<Self>);
-    /// `ioctl`: returns the ioctl's result (negative errno on error).
-    fn ioctl(vdev: &CoreDevice<Self>, cmd: u32, arg: usize) -> isize;
+    /// `ioctl`: returns the ioctl's result (non-negative), or its error.
+    fn ioctl(vdev: &CoreDevice<Self>, cmd: u32, arg: usize) -> Result<isize>;
     /// `get_region_info_caps`: fills `info` (its `index` is set) and its capabilities.
     fn region_info(vdev: &CoreDevice<Self>, info: &mut RegionInfo, caps: &mut InfoCaps) -> Result;
     /// `read`: `count` bytes at the device-fd offset `*pos` into user memory at `buf`.
@@ -210,9 +223,14 @@ pub(crate) trait VariantOps: Sized + Send + Sync + 'static {
 
 impl<T> CoreDevice<T> {
     /// vfio-pci-core's `ioctl`.
-    pub(crate) fn core_ioctl(&self, cmd: u32, arg: usize) -> isize {
+    pub(crate) fn core_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         // SAFETY: Called from our own `ioctl` callback with its arguments.
-        unsafe { bindings::vfio_pci_core_ioctl(self.as_vdev(), cmd, arg as c_ulong) as isize }
+        let r = unsafe { bindings::vfio_pci_core_ioctl(self.as_vdev(), cmd, arg as c_ulong) };
+        if r < 0 {
+            // A negative result is a negative errno (include/linux/vfio.h `ioctl`).
+            return Err(Error::from_errno(r as i32));
+        }
+        Ok(r as isize)
     }
 
     /// vfio-pci-core's `get_region_info_caps`.
@@ -338,7 +356,10 @@ unsafe extern "C" fn ioctl<T: VariantOps>(
     arg: c_ulong,
 ) -> c_long {
     // SAFETY: vfio calls this for a device of `T`.
-    T::ioctl(unsafe { dev::<T>(vdev) }, cmd, arg) as c_long
+    match T::ioctl(unsafe { dev::<T>(vdev) }, cmd, arg) {
+        Ok(r) => r as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
 }
 
 /// # Safety

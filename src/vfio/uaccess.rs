@@ -22,6 +22,11 @@ use super::bindings;
 /// Page faults disabled for the current task while it lives (`pagefault_disable()`): a user
 /// access that would fault fails instead (`copy_to_user()` returns the bytes it did not copy).
 /// Nests; does not disable preemption.
+///
+/// # Invariants
+///
+/// [`NoPageFaults::new`] raised the current task's pagefault-disabled count once for this
+/// value, on the task that owns it (the raw-pointer marker makes it neither `Send` nor `Sync`).
 pub(crate) struct NoPageFaults(PhantomData<*mut ()>);
 
 impl NoPageFaults {
@@ -30,6 +35,7 @@ impl NoPageFaults {
     pub(crate) fn new() -> Self {
         // SAFETY: Increments the task's pagefault-disabled count; `drop` decrements it.
         unsafe { bindings::nvgrace_helper_pagefault_disable() };
+        // INVARIANT: Raised once, on this task.
         NoPageFaults(PhantomData)
     }
 }

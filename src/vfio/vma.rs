@@ -253,6 +253,11 @@ pub(crate) trait FaultHandler: Sized + Send + Sync + 'static {
 }
 
 /// A `vm_operations_struct` for the VMAs of a driver `T`.
+///
+/// # Invariants
+///
+/// The table is never written after [`vm_ops`] made it; it holds only the function pointers of
+/// the trampolines for `T`.
 #[repr(transparent)]
 pub(crate) struct VmOps<T> {
     ops: bindings::vm_operations_struct,
