@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The poison table (src/poison/table.rs) against a set: what memory-failure's callback records
+//! The poison table (src/device/poison/table.rs) against a set: what memory-failure's callback records
 //! and what faults and accesses ask.
 
 use std::collections::BTreeSet;
