@@ -906,7 +906,9 @@ fn unbind_while_faulting(rng: &Rng) -> Outcome {
                 };
                 hs.push(s.spawn(move || fault_thread(j, wrng.fork(3))));
             }
-            hs.push(s.spawn(move || rw_thread(fd, u, 6, wrng.fork(4), until, b, 1)));
+            // Not slices 6 and 7: memory_failure_while_faulting poisoned pages there, which the
+            // Rust driver refuses from then on (difference 6).
+            hs.push(s.spawn(move || rw_thread(fd, u, 2, wrng.fork(4), until, b, 1)));
             b.set(flag::READY);
             hs.into_iter().map(|h| h.join()).collect::<Vec<_>>()
         });

@@ -266,6 +266,7 @@ fn main() {
         if resmem.is_some() {
             return Err(Failure::Skip("this GPU has resmem".into()));
         }
+        nvgrace_guest_tests::tap::trace_listed(1);
         dev.config_write(BAR4, (!0u64).to_le_bytes())?;
         let mut b = [0u8; 8];
         dev.config_pread(BAR4 - 4, &mut b)?;
