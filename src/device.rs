@@ -194,19 +194,15 @@ impl NvGraceGpu {
             .status()
     }
 
-    /// Whether BAR0's status registers say the GPU is ready, read with `read`: a register that
-    /// cannot be read counts as not ready.
+    /// Whether BAR0's status registers, read with `c2c` and then, if the C2C link is up, with
+    /// `hbm` (upstream's order), say the GPU is ready: a register that cannot be read counts as
+    /// not ready.
     fn bar0_ready(
-        read: impl Fn() -> (
-            Result<regs::NV_C2C_LINK_STATUS>,
-            Result<regs::NV_HBM_TRAINING_STATUS>,
-        ),
+        c2c: impl FnOnce() -> Result<regs::NV_C2C_LINK_STATUS>,
+        hbm: impl FnOnce() -> Result<regs::NV_HBM_TRAINING_STATUS>,
     ) -> bool {
-        let (c2c, hbm) = read();
-        readiness::legacy_ready(
-            c2c.map_or(0, |r| r.status().get()),
-            hbm.map_or(0, |r| r.status().get()),
-        )
+        c2c().is_ok_and(|r| readiness::status_ready(r.status().get()))
+            && hbm().is_ok_and(|r| readiness::status_ready(r.status().get()))
     }
 
     /// Waits for CXL memory to become active, outside `memory_lock` (it may take up to 256 s);
@@ -243,7 +239,7 @@ impl NvGraceGpu {
                 false => return Err(EAGAIN),
             },
             None => readiness::wait_legacy(&mut KernelClock::new(), || {
-                Self::bar0_ready(|| (vdev.bar_read(0), vdev.bar_read(0)))
+                Self::bar0_ready(|| vdev.bar_read(0), || vdev.bar_read(0))
             })
             .map_err(wait_errno)?,
         }
@@ -281,12 +277,10 @@ impl NvGraceGpu {
                 let _enabled = Enabled::new(pdev)?;
                 let bar0 = pdev.iomap_region(0, <Self as Driver>::NAME)?;
                 readiness::wait_legacy(&mut clock, || {
-                    Self::bar0_ready(|| {
-                        (
-                            bar0.try_read(regs::NV_C2C_LINK_STATUS),
-                            bar0.try_read(regs::NV_HBM_TRAINING_STATUS),
-                        )
-                    })
+                    Self::bar0_ready(
+                        || bar0.try_read(regs::NV_C2C_LINK_STATUS),
+                        || bar0.try_read(regs::NV_HBM_TRAINING_STATUS),
+                    )
                 })
                 .map_err(wait_errno)
             }

@@ -60,10 +60,11 @@ pub(crate) fn poll_interval_ms(waited_ms: u64) -> u64 {
     (waited_ms / 16).clamp(1, MAX_POLL_INTERVAL_MS)
 }
 
-/// Whether the two BAR0 status registers, with the values `c2c_link` and `hbm_training`, say
-/// the GPU is ready.
-pub(crate) fn legacy_ready(c2c_link: u32, hbm_training: u32) -> bool {
-    c2c_link == STATUS_READY && hbm_training == STATUS_READY
+/// Whether a BAR0 status register with the value `status` says its part of the GPU is ready;
+/// the GPU is ready when both say so (the C2C link first: upstream reads the HBM training
+/// status only then).
+pub(crate) fn status_ready(status: u32) -> bool {
+    status == STATUS_READY
 }
 
 /// Polls `ready` until it returns true, for at most [`LEGACY_TIMEOUT_MS`].

@@ -20,7 +20,8 @@ use kernel::io::{
 
 use crate::readiness::CxlMemStatus;
 
-// BAR0: the legacy readiness path (upstream `nvgrace_gpu_wait_device_ready_legacy()`).
+// BAR0: the legacy readiness path (upstream `nvgrace_gpu_wait_device_ready_legacy()`), each
+// register decided on by `crate::readiness::status_ready()`.
 register! {
     /// Status of the CPU-GPU chip-to-chip (C2C) coherent link (upstream
     /// `C2C_LINK_BAR0_OFFSET`): [`crate::readiness::STATUS_READY`] once the link is up.

@@ -53,7 +53,7 @@ fn detect(ready_at: u64) -> (Result<(), WaitError>, u64, u32) {
     let r = wait_legacy(&mut c, || {
         polls += 1;
         let status = if now.get() >= ready_at { STATUS_READY } else { 0 };
-        legacy_ready(status, STATUS_READY)
+        status_ready(status)
     });
     (r, c.ms(), polls)
 }
@@ -96,6 +96,12 @@ fn fatal_signal_interrupts() {
     };
     assert_eq!(wait_legacy(&mut c, || false), Err(WaitError::Interrupted));
     assert!(c.ms() < 100);
+}
+
+#[test]
+fn status_values() {
+    assert!(status_ready(0xFF));
+    assert!(!status_ready(0) && !status_ready(!0) && !status_ready(0x1FF));
 }
 
 #[test]
