@@ -82,8 +82,9 @@ impl CXL_RANGE1_SIZE_LOW {
     }
 }
 
-/// The location of register `R` in the DVSEC that starts at byte `0` (`.0`) of config space:
-/// `R::OFFSET` bytes after it.
+/// The location in config space of register `R` of a DVSEC: `R::OFFSET` bytes after the start
+/// of the DVSEC, whose config-space offset is only known at run time (a [`register!`] base is a
+/// constant).
 pub(crate) struct InDvsec<R>(u16, PhantomData<R>);
 
 impl<R> InDvsec<R> {
