@@ -23,6 +23,8 @@
 #                 kmemleak), with a kmemleak scan after every guest run
 #   make bench    benchmarks, the Rust driver against upstream (not a test; Documentation/performance.md);
 #                 BENCH_ARGS="--reps N --rounds N --out DIR" passes options to scripts/bench
+#   make mutants  mutation testing of src/ (not a test; needs cargo-mutants and a built rig):
+#                 MUTANTS_ARGS="--seed N --sample N" (Documentation/mutants.md)
 
 KDIR ?= $(firstword $(wildcard /lib/modules/$(shell uname -r)/build) \
 	$(shell scripts/build-kernel --print-if-built x86_64 2>/dev/null))
@@ -48,7 +50,7 @@ kernel_rustc = $(call kconfig_text,CONFIG_RUSTC_VERSION_TEXT)
 kernel_bindgen = $(call kconfig_text,CONFIG_BINDGEN_VERSION_TEXT)
 preflight_bindgen_text = $(shell $(preflight_bindgen) --version 2>/dev/null | head -n1)
 
-.PHONY: all modules clean install uninstall preflight demo check check-debug bench kdir
+.PHONY: all modules clean install uninstall preflight demo check check-debug bench mutants kdir
 all modules: preflight
 	$(KMAKE) modules
 
@@ -95,3 +97,6 @@ check-debug:
 
 bench:
 	scripts/bench $(BENCH_ARGS)
+
+mutants:
+	scripts/mutants $(MUTANTS_ARGS)
