@@ -4,12 +4,10 @@
 //! `nvgrace_gpu_read_config_emu()`/`_write_config_emu()`): read-back and sizing of BAR2..5,
 //! access widths and straddling, resets, and that writes never reach the device.
 
-use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::differences::build;
 use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::expected_regions;
-use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -29,28 +27,13 @@ fn read_back(bar_size: u64, written: u64) -> u64 {
     (written & !(bar_size - 1)) | FLAGS
 }
 
-/// A config write the model saw at `0x18..0x28` (the BAR2..5 registers).
-fn bar_writes(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|l| l.starts_with("cfg-write"))
-        .filter(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("off=0x"))
-                .and_then(|o| u64::from_str_radix(o, 16).ok())
-                .is_some_and(|o| (0x18..0x28).contains(&o))
-        })
-        .cloned()
-        .collect()
-}
-
 fn regions() -> Result<(Region, Option<Region>), Failure> {
     expected_regions()
         .ok_or_else(|| Failure::Skip("no GPU memory described (RIG_DSD/RIG_MEM_SIZE)".into()))
 }
 
 fn main() {
-    let mut t = Harness::new(12);
+    let mut t = Harness::new(11);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
     let (usemem, resmem) = match expected_regions() {
@@ -74,7 +57,6 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let log_start = model::log_mark();
 
     t.test("bars_read_flags_after_open", || {
         regions()?;
@@ -303,22 +285,6 @@ fn main() {
                 "BAR at {bar:#x} after VFIO_DEVICE_RESET"
             );
         }
-        Ok(())
-    });
-
-    t.test("writes_never_reach_the_model", || {
-        regions()?;
-        let lines = model::log_since(log_start?)?;
-        check!(
-            !lines.is_empty(),
-            "the model's access log is empty: is /mnt/model shared?"
-        );
-        let w = bar_writes(&lines);
-        check!(
-            w.is_empty(),
-            "the model saw BAR register writes:\n{}",
-            w.join("\n")
-        );
         Ok(())
     });
 
