@@ -33,6 +33,8 @@ use nvgrace_guest_tests::mm::Child;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::differences;
+use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -430,6 +432,7 @@ fn flapping_test(ctx: &Ctx) -> Outcome {
     require_model()?;
     let (_map, addr) = map_word(ctx)?;
     let mut bad = Vec::new();
+    let mut succeeded = 0;
     for r in 0..FLAP_ROUNDS as u64 {
         let round = 10 + r;
         seed_words(ctx, round)?;
@@ -447,6 +450,7 @@ fn flapping_test(ctx: &Ctx) -> Outcome {
             polls.ready_reads,
             ended.iter().map(Ended::show).collect::<Vec<_>>().join("; ")
         ));
+        succeeded += ended.iter().filter(|e| e.end == ChildEnd::Exited(0)).count();
         recover(ctx)?;
         check_words(ctx, round, "after flapping")?;
         check_writes(ctx, &ended)?;
@@ -466,6 +470,19 @@ fn flapping_test(ctx: &Ctx) -> Outcome {
         bad.is_empty(),
         "with flapping readiness, neither a success nor a clean error:\n{}",
         bad.join("\n")
+    );
+    // A device that is ready more than half of the time must let accesses through; a driver
+    // that failed them all with ETIME would pass the check above. Upstream on the CXL path
+    // need not (difference 2): its wait tests Memory_Active when an access starts, in a
+    // not-ready period, and once more 1 s later, which lands in a not-ready period again
+    // when the start was ~100 ms after the reset (1000 ms mod the 130 ms flap period is 90
+    // ms, inside 60..130); it then gives up with ETIME, since Memory_Info_Valid flaps with
+    // Memory_Active and its active phase never begins. Seen in most runs, not all.
+    let must_succeed = differences::build() == Some(Build::Rust) || model::readiness_via_bar0();
+    tap::observe_listed(2, "flapping_some_access_succeeded", succeeded > 0);
+    check!(
+        !must_succeed || succeeded > 0,
+        "with flapping readiness no access succeeded in {FLAP_ROUNDS} rounds"
     );
     Ok(())
 }
