@@ -64,7 +64,7 @@
 //!    7.3 keeps no state of its own: once a reset, munmap or close has zapped the mapping, the
 //!    next fault maps the bad page again, and a pread/pwrite reads or writes it through the
 //!    kernel's mapping (consuming the poison in kernel context on real hardware). The Rust
-//!    driver records each PFN that memory-failure's callback reports (src/poison.rs), from
+//!    driver records each PFN that memory-failure's callback reports (src/device/poison.rs), from
 //!    probe to remove: a fault on it gets SIGBUS `BUS_MCEERR_AR` (VM_FAULT_HWPOISON), a huge
 //!    fault over it falls back to smaller entries so the good pages around it still map, a
 //!    read or write that touches it fails with EIO, and debugfs

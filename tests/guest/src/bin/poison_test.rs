@@ -2,7 +2,7 @@
 
 //! Poisoned pages after memory failure: whether they are mapped, read and written again
 //! (deliberate difference 6 of tests/guest/src/differences.rs). The Rust driver records every
-//! PFN that memory-failure's callback reports (src/poison.rs) and from then on answers faults
+//! PFN that memory-failure's callback reports (src/device/poison.rs) and from then on answers faults
 //! on it with SIGBUS `BUS_MCEERR_AR`, huge faults over it with smaller entries and reads and
 //! writes of it with EIO, until the device is removed; upstream 7.3 keeps no state, so each
 //! new fault maps the page again and reads and writes go through.
