@@ -114,7 +114,8 @@ enum Direction {
 
 /// Copies the `mem_count` bytes of region `which` at `offset` to or from the user buffer `buf`,
 /// after readiness: the rounds under `memory_lock` with page faults disabled, and the fault-in
-/// of the user page a round stopped at without the lock (vfio/uaccess.rs). Returns the error of
+/// of the user page a round stopped at without the lock (vfio/uaccess.rs). Returns `EIO`,
+/// before anything else, if the bytes hold a poisoned page (`refuse_poisoned`), the error of
 /// the readiness check or the mapping, `EINTR` on a fatal signal, `EFAULT` when the user buffer
 /// cannot be faulted in or [`MAX_STALLED_ROUNDS`] rounds in a row copied nothing.
 ///
@@ -129,6 +130,7 @@ fn copy(
     mem_count: usize,
     dir: Direction,
 ) -> Result {
+    refuse_poisoned(vdev, which, offset, mem_count)?;
     NvGraceGpu::wait_cxl_if_reset(vdev)?;
     let mut done = 0;
     let mut stalled = 0;
@@ -189,7 +191,6 @@ pub(super) fn read(
     let (index, offset) = split_pos(*pos);
     let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
-    refuse_poisoned(vdev, which, offset, mem_count)?;
     copy(vdev, which, offset, buf, mem_count, Direction::ToUser)?;
 
     let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
@@ -217,7 +218,6 @@ pub(super) fn write(
     // Writes wholly beyond the memory are dropped without a readiness check, as upstream; any
     // other write checks readiness, even one of no bytes (upstream's `offset >= memlength` test).
     if offset < region.memlength {
-        refuse_poisoned(vdev, which, offset, mem_count)?;
         copy(vdev, which, offset, buf, mem_count, Direction::FromUser)?;
     }
     *pos += count as i64;
