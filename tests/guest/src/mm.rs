@@ -549,7 +549,7 @@ static SIGBUS_LSB: AtomicI32 = AtomicI32::new(0);
 /// Offset of `si_addr_lsb` in `siginfo_t` on 64-bit Linux: `si_signo`, `si_errno`, `si_code`,
 /// padding to 16, then the `_sigfault` union: `void *_addr` (16..24) and `short _addr_lsb` at 24
 /// (include/uapi/asm-generic/siginfo.h). The libc crate has no accessor for it.
-const SI_ADDR_LSB_OFFSET: usize = 24;
+pub const SI_ADDR_LSB_OFFSET: usize = 24;
 
 extern "C" fn record_sigbus(
     _sig: libc::c_int,

@@ -83,6 +83,18 @@ struct Trace {
     listed: Option<u32>,
 }
 
+impl Trace {
+    /// What the trace of the test that just ended adds to its observations, `(ops, digest,
+    /// listed)` if it traced anything; starts the next test's trace empty.
+    fn take(&mut self) -> Option<(u64, u64, Option<u32>)> {
+        let done = (self.enabled && self.ops > 0).then_some((self.ops, self.hash, self.listed));
+        self.ops = 0;
+        self.hash = FNV_OFFSET;
+        self.listed = None;
+        done
+    }
+}
+
 static TRACE: Mutex<Trace> = Mutex::new(Trace {
     enabled: false,
     ops: 0,
@@ -134,18 +146,10 @@ pub fn trace(op: &str, pos: u64, len: usize, result: &std::io::Result<usize>, da
 
 /// Prints the YAML block of the test that just ended, if it observed anything.
 fn flush_observations() {
-    {
-        let mut t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
-        if t.enabled && t.ops > 0 {
-            let (ops, hash, listed) = (t.ops, t.hash, t.listed);
-            drop(t);
-            push_observation("io.ops", ops.to_string(), listed);
-            push_observation("io.digest", format!("{hash:016x}"), listed);
-            t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
-        }
-        t.ops = 0;
-        t.hash = FNV_OFFSET;
-        t.listed = None;
+    let traced = TRACE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((ops, hash, listed)) = traced {
+        push_observation("io.ops", ops.to_string(), listed);
+        push_observation("io.digest", format!("{hash:016x}"), listed);
     }
     let obs = std::mem::take(&mut *OBSERVED.lock().unwrap_or_else(|e| e.into_inner()));
     if obs.is_empty() {
@@ -252,14 +256,9 @@ impl Harness {
         self.run += 1;
         let n = self.run;
         OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        {
-            let mut t = TRACE.lock().unwrap_or_else(|e| e.into_inner());
-            t.ops = 0;
-            t.hash = FNV_OFFSET;
-            t.listed = None;
-        }
-        let outcome = f();
-        match outcome {
+        // Whatever ran between tests (set-up in main) is not this test's trace.
+        TRACE.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match f() {
             Ok(()) => {
                 self.passed += 1;
                 println!("ok {n} {name}");

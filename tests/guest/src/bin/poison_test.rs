@@ -60,12 +60,13 @@ static REPORT: AtomicUsize = AtomicUsize::new(0);
 extern "C" fn report_and_exit(_sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     let out = REPORT.load(Ordering::SeqCst) as *mut i64;
     // SAFETY: The kernel passes a valid siginfo; `out` is the child's mapping of four i64s
-    // shared with the parent; `si_addr_lsb` is a short at byte 24 of `siginfo_t` on 64-bit
-    // Linux (include/uapi/asm-generic/siginfo.h; see mm::SigbusRecord).
+    // shared with the parent; `si_addr_lsb` is a short at mm::SI_ADDR_LSB_OFFSET.
     unsafe {
         *out = (*info).si_code as i64;
         *out.add(1) = (*info).si_addr() as i64;
-        *out.add(2) = std::ptr::read_unaligned((info as *const u8).add(24) as *const i16) as i64;
+        *out.add(2) = std::ptr::read_unaligned(
+            (info as *const u8).add(mm::SI_ADDR_LSB_OFFSET) as *const i16,
+        ) as i64;
         libc::_exit(EXIT_SIGBUS);
     }
 }
