@@ -7,6 +7,7 @@
 
 pub mod acpi;
 pub mod differences;
+pub mod fuzz;
 pub mod gpumem;
 pub mod kmemleak;
 #[allow(dead_code)]
