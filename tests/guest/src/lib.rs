@@ -16,9 +16,11 @@ mod layout;
 pub mod mm;
 pub mod model;
 pub mod pgattr;
+pub mod rng;
 pub mod sys;
 pub mod tap;
 pub mod vfio;
+pub mod workers;
 
 /// The GPU function under test, as the rig places it (root bus, slot 5: q35 on x86_64, `virt` on
 /// arm64).

@@ -30,9 +30,6 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::AtomicU8;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nvgrace_guest_tests::check;
@@ -47,6 +44,7 @@ use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::mm::Mapping;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
 use nvgrace_guest_tests::model;
+use nvgrace_guest_tests::rng::Rng;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -55,6 +53,12 @@ use nvgrace_guest_tests::vfio::ioctl;
 use nvgrace_guest_tests::vfio::ioctl_val;
 use nvgrace_guest_tests::vfio::Context;
 use nvgrace_guest_tests::vfio::Device;
+use nvgrace_guest_tests::workers::finish_worker;
+use nvgrace_guest_tests::workers::flag;
+use nvgrace_guest_tests::workers::spawn_worker;
+use nvgrace_guest_tests::workers::Board;
+use nvgrace_guest_tests::workers::SharedBoard;
+use nvgrace_guest_tests::workers::Until;
 use nvgrace_guest_tests::DRIVER_NAME;
 use nvgrace_guest_tests::GPU_BDF;
 
@@ -69,8 +73,6 @@ const RACE: Duration = Duration::from_secs(6);
 /// How long a worker may take beyond its racing time (set-up, the last operations, exit) before
 /// it counts as stuck: generous for TCG and the debug kernel.
 const WORKER_GRACE: Duration = Duration::from_secs(60);
-/// How long to wait for a process blocked in the kernel to die after SIGKILL.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Where this program's data lies in each region: above what the programs before it in a boot
 /// use (the first few MiB).
 const WINDOW_BASE: u64 = 64 << 20;
@@ -103,291 +105,16 @@ fn worker_deadline() -> Duration {
     race() + WORKER_GRACE
 }
 
-/// splitmix64: spreads the accesses over pages, offsets and sizes. The test needs no statistical
-/// quality, only a sequence a printed seed repeats; a crate is not worth it for that.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// An independent generator for thread or process `k`.
-    fn fork(&self, k: u64) -> Rng {
-        let mut r = Rng(self.0 ^ k.wrapping_mul(0xd1b5_4a32_d192_ed03));
-        r.next();
-        r
-    }
-}
-
-/// Flags of a [`Board`].
-mod flag {
-    /// The racing threads stop.
-    pub const STOP: usize = 0;
-    /// The worker has started its threads / is ready for the next step.
-    pub const READY: usize = 1;
-    /// The worker has dropped its mappings and device fd.
-    pub const RELEASED: usize = 2;
-    /// The worker may exit.
-    pub const EXIT: usize = 3;
-}
-
-/// Bytes of a worker's failure message kept.
-const MSG: usize = 3072;
-
-/// Memory shared by a process and the children it forks (`MAP_SHARED | MAP_ANONYMOUS`): flags,
-/// progress counters and a worker's result, so that neither side ever blocks on the other.
-#[repr(C)]
-struct Board {
-    flags: [AtomicU64; 8],
-    counters: [AtomicU64; 16],
-    /// 0 no result yet, 1 passed, 2 failed, 3 skipped; stored after the message.
-    result: AtomicU64,
-    msg_len: AtomicU64,
-    msg: [AtomicU8; MSG],
-}
-
-/// A [`Board`] in its own shared mapping, unmapped on drop.
-struct SharedBoard(&'static Board);
-
-impl SharedBoard {
-    fn new() -> io::Result<Self> {
-        let len = size_of::<Board>();
-        // SAFETY: A new anonymous mapping at an address the kernel chooses.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: The mapping is zero-filled, page-aligned and large enough; all-zero bytes are
-        // valid atomics. It lives until `drop`, and is only used through this object.
-        Ok(SharedBoard(unsafe { &*p.cast::<Board>() }))
-    }
-}
-
-impl std::ops::Deref for SharedBoard {
-    type Target = Board;
-    fn deref(&self) -> &Board {
-        self.0
-    }
-}
-
-impl Drop for SharedBoard {
-    fn drop(&mut self) {
-        // SAFETY: The mapping made in `new`, no longer referenced (the borrow ends with self).
-        unsafe {
-            libc::munmap(
-                (self.0 as *const Board).cast_mut().cast(),
-                size_of::<Board>(),
-            )
-        };
-    }
-}
-
-impl Board {
-    fn set(&self, f: usize) {
-        self.flags[f].store(1, Ordering::SeqCst);
-    }
-
-    fn is_set(&self, f: usize) -> bool {
-        self.flags[f].load(Ordering::SeqCst) != 0
-    }
-
-    fn count(&self, c: usize) -> u64 {
-        self.counters[c].load(Ordering::Relaxed)
-    }
-
-    fn bump(&self, c: usize) {
-        self.counters[c].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn report(&self, outcome: &Outcome) {
-        let (code, msg) = match outcome {
-            Ok(()) => (1, ""),
-            Err(Failure::Fail(m)) => (2, m.as_str()),
-            Err(Failure::Skip(m)) => (3, m.as_str()),
-        };
-        let bytes = msg.as_bytes();
-        let n = bytes.len().min(MSG);
-        for (slot, b) in self.msg.iter().zip(&bytes[..n]) {
-            slot.store(*b, Ordering::Relaxed);
-        }
-        self.msg_len.store(n as u64, Ordering::Relaxed);
-        self.result.store(code, Ordering::Release);
-    }
-
-    /// The worker's result, if it reported one.
-    fn outcome(&self) -> Option<Outcome> {
-        let code = self.result.load(Ordering::Acquire);
-        let n = self.msg_len.load(Ordering::Relaxed) as usize;
-        let msg: Vec<u8> = self.msg[..n.min(MSG)]
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let msg = String::from_utf8_lossy(&msg).into_owned();
-        match code {
-            1 => Some(Ok(())),
-            2 => Some(Err(Failure::Fail(msg))),
-            3 => Some(Err(Failure::Skip(msg))),
-            _ => None,
-        }
-    }
-}
-
-/// The state letter, wait channel and kernel stack of every thread of `pid` and of its children.
-fn describe_tree(pid: libc::pid_t) -> String {
-    let mut pids = vec![pid];
-    if let Ok(dir) = fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
-                continue;
-            };
-            let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            // "pid (comm) S ppid ...".
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<libc::pid_t>().ok());
-            if ppid == Some(pid) {
-                pids.push(p);
-            }
-        }
-    }
-    let mut out = String::new();
-    for p in pids {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            let tid = t.file_name().to_string_lossy().into_owned();
-            let base = format!("/proc/{p}/task/{tid}");
-            let stat = fs::read_to_string(format!("{base}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("?")
-                .to_string();
-            let wchan = fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
-            let stack = fs::read_to_string(format!("{base}/stack")).unwrap_or_default();
-            out.push_str(&format!(
-                "pid {p} tid {tid}: state {state}, wchan {wchan}\n"
-            ));
-            for l in stack.lines().take(12) {
-                out.push_str(&format!("    {l}\n"));
-            }
-        }
-    }
-    out
-}
-
-/// Whether a description from [`describe_tree`] shows a thread in uninterruptible sleep.
-fn has_d_state(desc: &str) -> bool {
-    desc.lines().any(|l| l.contains(": state D,"))
-}
-
-/// Forks a worker that runs `f` and reports its outcome on `board`. The worker leads a process
-/// group of its own, so that processes it forks can be found after it (see [`finish_worker`]).
-fn spawn_worker(board: &Board, f: impl FnOnce(&Board) -> Outcome) -> io::Result<mm::Child> {
-    mm::fork_child(|| {
-        // SAFETY: Makes this new process the leader of a new process group.
-        unsafe { libc::setpgid(0, 0) };
-        let r = f(board);
-        board.report(&r);
-        0
-    })
-}
-
-/// Waits for a worker at most `deadline` and returns its outcome. A worker that does not end in
-/// time is described, given the hung-task detector's time to report if one of its threads is
-/// blocked in the kernel, then killed; one that cannot be killed is left behind rather than
-/// waited for.
-fn finish_worker(mut child: mm::Child, board: &Board, deadline: Duration) -> Outcome {
-    let pgid = child.pid();
-    let end = child.wait_timeout(deadline)?;
-    if end != ChildEnd::TimedOut {
-        end_group(pgid);
-    }
-    if end == ChildEnd::TimedOut {
-        board.set(flag::STOP);
-        board.set(flag::EXIT);
-        let desc = describe_tree(child.pid());
-        if has_d_state(&desc) {
-            std::thread::sleep(Duration::from_secs(2 * HUNG_TASK_TIMEOUT_S + 2));
-        }
-        let _ = child.signal(libc::SIGKILL);
-        let after_kill = child.wait_timeout(KILL_WAIT)?;
-        end_group(pgid);
-        if after_kill == ChildEnd::TimedOut {
-            // Dropping it would wait for it forever.
-            std::mem::forget(child);
-        }
-        let splats = sys::splats().unwrap_or_default();
-        fail!(
-            "the worker did not finish within {deadline:?} (after SIGKILL: {after_kill}); its threads:\n{desc}kernel log splats:\n{}",
-            splats.join("\n")
-        );
-    }
-    match (end, board.outcome()) {
-        (ChildEnd::Exited(0), Some(r)) => r,
-        (end, r) => {
-            let why = match r {
-                Some(Err(Failure::Fail(m))) => format!(": {m}"),
-                _ => String::new(),
-            };
-            fail!("the worker {end}{why}")
-        }
-    }
-}
-
-/// Kills what is left of a worker's process group (processes it forked that outlived it, which
-/// may hold the device open) and waits up to [`KILL_WAIT`] for them to be gone.
-fn end_group(pgid: libc::pid_t) {
-    // SAFETY: Signals the processes of a group this program created.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let until = Until::after(KILL_WAIT);
-    // SAFETY: Signal 0 only checks whether the group still has processes.
-    while unsafe { libc::kill(-pgid, 0) } == 0 && !until.passed() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Runs `f` in a worker and waits for it.
 fn in_worker(f: impl FnOnce(&Board) -> Outcome) -> Outcome {
     let board = SharedBoard::new()?;
     let child = spawn_worker(&board, f)?;
-    finish_worker(child, &board, worker_deadline())
-}
-
-/// An end time on the monotonic clock.
-#[derive(Clone, Copy)]
-struct Until(Duration);
-
-impl Until {
-    fn after(d: Duration) -> Self {
-        Until(mm::now() + d)
-    }
-
-    fn passed(&self) -> bool {
-        mm::now() >= self.0
-    }
+    finish_worker(
+        child,
+        &board,
+        worker_deadline(),
+        Duration::from_secs(HUNG_TASK_TIMEOUT_S),
+    )
 }
 
 /// Whether a racing loop should end: time, stop flag or iteration cap.
@@ -573,7 +300,7 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
     let (mut i, mut reopens) = (0u64, 0u64);
     while !done(until, board, i) {
         let p = rng.below(values.0.len() as u64) as usize;
-        values.visit(&map, p, rng.next(), &what)?;
+        values.visit(&map, p, rng.bits(), &what)?;
         board.bump(counter);
         i += 1;
         if i % REOPEN_EVERY == 0 {
@@ -586,7 +313,7 @@ fn fault_thread(job: FaultJob<'_>, mut rng: Rng) -> Result<String, String> {
     // Everything written is still there.
     for p in 0..values.0.len() {
         if values.0[p].is_some() {
-            let v = rng.next();
+            let v = rng.bits();
             values.visit(&map, p, v, &what)?;
         }
     }
@@ -614,7 +341,7 @@ fn rw_thread(
     let what = format!("{} slice {slice} pread/pwrite", m.name());
     let base = m.at(WINDOW_BASE + slice * SLICE);
     let len = RW_LEN;
-    let mut shadow = mm::pattern(rng.next(), 0, len);
+    let mut shadow = mm::pattern(rng.bits(), 0, len);
     for off in (0..len).step_by(1 << 16) {
         let n = fd
             .write_at(&shadow[off..off + (1 << 16)], base + off as u64)
@@ -633,7 +360,7 @@ fn rw_thread(
         };
         let off = rng.below((len - size) as u64 + 1) as usize;
         if rng.below(2) == 0 {
-            let data = mm::pattern(rng.next(), 0, size);
+            let data = mm::pattern(rng.bits(), 0, size);
             let n = fd
                 .write_at(&data, base + off as u64)
                 .map_err(|e| format!("{what}: pwrite of {size} at {off:#x}: {e}"))?;
@@ -823,7 +550,7 @@ fn open_close_races(board: &Board, rng: &Rng) -> Outcome {
                     ));
                 }
             }
-            let v = rng.next();
+            let v = rng.bits();
             map.write_u64(0, v);
             let n = fd
                 .write_at(&(!v).to_le_bytes(), usemem.at(off + page_size() as u64))
@@ -925,7 +652,12 @@ fn unbind_while_faulting(rng: &Rng) -> Outcome {
     let outcome = unbind_steps(&board);
     board.set(flag::STOP);
     board.set(flag::EXIT);
-    let worker_outcome = finish_worker(worker, &board, worker_deadline());
+    let worker_outcome = finish_worker(
+        worker,
+        &board,
+        worker_deadline(),
+        Duration::from_secs(HUNG_TASK_TIMEOUT_S),
+    );
     println!(
         "# unbind_while_faulting: {} accesses through mappings, {} reads/writes",
         board.count(0),
@@ -1257,7 +989,7 @@ fn main() {
         nvgrace_guest_tests::rig_gpu(),
         race()
     ));
-    let rng = Rng(seed);
+    let rng = Rng::new(seed);
     // The GPU is ready at once after a reset, whatever a program before this one set.
     if model::available() {
         let _ = model::reset_control();

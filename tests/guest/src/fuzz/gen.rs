@@ -4,7 +4,6 @@
 
 use rand::rngs::ChaCha8Rng;
 use rand::RngExt;
-use rand::SeedableRng;
 
 use super::model::*;
 use super::*;
@@ -131,9 +130,7 @@ pub fn bad_str(bad: bool) -> &'static str {
 /// Per-operation generator: operation `i` of seed `s` comes from its own ChaCha8 stream, so it
 /// does not depend on how many numbers earlier operations drew.
 pub fn op_rng(seed: u64, i: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(i);
-    rng
+    crate::rng::stream(seed, i)
 }
 
 /// A region index: mostly the emulated ones, then BAR0 and config, then every other kind.

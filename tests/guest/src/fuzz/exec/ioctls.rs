@@ -4,10 +4,10 @@
 
 use std::io;
 
+use super::*;
 use crate::fuzz::gen::*;
 use crate::fuzz::model::*;
 use crate::fuzz::*;
-use super::*;
 use crate::vfio::ioctl;
 
 impl Fuzzer {

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::io;
 use std::time::Duration;
 
+use super::*;
 use crate::fuzz::gen::*;
 use crate::fuzz::model::*;
 use crate::fuzz::*;
-use super::*;
 use crate::mm;
 use crate::mm::ChildEnd;
 
