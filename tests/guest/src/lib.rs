@@ -9,6 +9,8 @@ pub mod acpi;
 pub mod differences;
 pub mod fuzz;
 pub mod gpumem;
+#[path = "../../hw.rs"]
+pub mod hw;
 pub mod kmemleak;
 #[allow(dead_code)]
 #[path = "../../../src/layout.rs"]
@@ -42,9 +44,9 @@ pub fn rig_driver() -> String {
 /// The PCI device ID the model presents for a variant (tests/gpu-model).
 pub fn model_device_id(variant: &str) -> Option<u16> {
     match variant {
-        "gh200" => Some(0x2342),
-        "gb200" => Some(0x2941),
-        "gb300" | "cxl" => Some(0x31c2),
+        "gh200" => Some(hw::GH200_DEVICE_ID),
+        "gb200" => Some(hw::GB200_DEVICE_ID),
+        "gb300" | "cxl" => Some(hw::GB300_DEVICE_ID),
         _ => None,
     }
 }

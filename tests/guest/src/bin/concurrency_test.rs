@@ -38,6 +38,7 @@ use nvgrace_guest_tests::differences;
 use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::hw;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::page_size;
 use nvgrace_guest_tests::mm::ChildEnd;
@@ -434,10 +435,11 @@ fn config_thread(fd: &File, until: Until, board: &Board, c: usize) -> Result<Str
     let mut i = 0;
     while !done(until, board, i) {
         let id = rw(0, None)?;
-        if u16::from_le_bytes([id[0], id[1]]) != 0x10de {
+        if u16::from_le_bytes([id[0], id[1]]) != hw::NVIDIA_VENDOR_ID {
             return Err(format!("vendor ID read {id:x?}"));
         }
-        for bar in [0x18u64, 0x1c, 0x20, 0x24] {
+        let (res, use_) = (hw::RESMEM_BAR_OFFSET, hw::USEMEM_BAR_OFFSET);
+        for bar in [res, res + 4, use_, use_ + 4] {
             let old = rw(bar, None)?;
             rw(bar, Some([0xff; 4]))?;
             rw(bar, None)?;

@@ -41,7 +41,7 @@ use crate::mm;
 use crate::vfio::VFIO_PCI_OFFSET_SHIFT;
 
 /// The model's BAR0: 16 MiB of registers (tests/gpu-model README).
-pub const BAR0_SIZE: u64 = 16 << 20;
+pub const BAR0_SIZE: u64 = crate::hw::BAR0_SIZE;
 /// The model's physical BAR2/3: 32 MiB of RAM, region 2 when the driver does not emulate it.
 pub const PHYS_BAR2_SIZE: u64 = 32 << 20;
 /// PCI Express configuration space (`pdev->cfg_size`).
@@ -63,8 +63,8 @@ pub const SLOW_MAX: usize = 64;
 pub const PCIE_CAP: u64 = 0x40;
 pub const DEVCTL_HI: u64 = PCIE_CAP + 9;
 /// The emulated BAR registers (upstream: resmem owns BAR2/3 at 0x18, usemem BAR4/5 at 0x20).
-pub const RESMEM_BAR_REG: u64 = 0x18;
-pub const USEMEM_BAR_REG: u64 = 0x20;
+pub const RESMEM_BAR_REG: u64 = crate::hw::RESMEM_BAR_OFFSET;
+pub const USEMEM_BAR_REG: u64 = crate::hw::USEMEM_BAR_OFFSET;
 /// The user address space an `mmap(NULL, ...)` allocates from, bytes (`DEFAULT_MAP_WINDOW`):
 /// x86_64 with 4-level paging, 2^47; arm64, 2^48 (`VA_BITS_MIN`, also with 52-bit VAs). Lengths
 /// between this and the 5-level or 52-bit limit are never drawn (they stop at 2^41), so the
