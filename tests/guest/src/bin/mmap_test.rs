@@ -14,8 +14,8 @@
 
 use std::time::Duration;
 
-use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::acpi;
+use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::fail;
@@ -31,6 +31,7 @@ use nvgrace_guest_tests::pgattr::Pgattr;
 use nvgrace_guest_tests::pgattr::MODULE_PATH;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -525,7 +526,14 @@ fn pud_test(ctx: &Ctx) -> Outcome {
         size_name(pud),
         m.pa(off)
     );
-    expect_entry(ctx, "PUD", map.addr() + 5 * pmd, "pud", &m, off + 5 * pmd as u64)
+    expect_entry(
+        ctx,
+        "PUD",
+        map.addr() + 5 * pmd,
+        "pud",
+        &m,
+        off + 5 * pmd as u64,
+    )
 }
 
 /// A PMD-aligned virtual address over a physical address that is not: no PMD may be used (it
@@ -573,7 +581,14 @@ fn misaligned_test(ctx: &Ctx) -> Outcome {
         m.pa(off),
         size_name(pmd)
     );
-    expect_entry(ctx, "misaligned", map.addr() + page, "pte", &m, off + page as u64)
+    expect_entry(
+        ctx,
+        "misaligned",
+        map.addr() + page,
+        "pte",
+        &m,
+        off + page as u64,
+    )
 }
 
 fn page_table_test(ctx: &Ctx) -> Outcome {
@@ -585,7 +600,9 @@ fn page_table_test(ctx: &Ctx) -> Outcome {
     // The next page was not touched: nothing maps it (faults map one page of an unaligned
     // mapping, no fault-around for PFN maps).
     let pg = Pgattr::load(MODULE_PATH)?;
-    let next = pg.user(map.addr() + page_size()).map_err(|e| e.raw_os_error());
+    let next = pg
+        .user(map.addr() + page_size())
+        .map_err(|e| e.raw_os_error());
     check_eq!(
         next.map(|l| l.level),
         Err(Some(libc::ENOENT)),
@@ -857,10 +874,9 @@ fn private_mapping_test(ctx: &Ctx) -> Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(27);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
@@ -868,83 +884,121 @@ fn main() {
     let ctx = match Ctx::open(GPU_BDF) {
         Ok(c) => c,
         Err(e) => {
-            t.test("open_device", || Err(Failure::Fail(e.to_string())));
-            t.finish();
+            let why = e.to_string();
+            Harness::run_table(
+                &mut (),
+                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
+            );
         }
     };
-    t.diag(format!("usemem: {:x?}", ctx.usemem));
-    t.diag(format!("resmem: {:x?}", ctx.resmem));
-    let use_ = ctx.usemem;
+    tap::diag(format!("usemem: {:x?}", ctx.usemem));
+    tap::diag(format!("resmem: {:x?}", ctx.resmem));
+    let tests = vec![
+        test("regions_mmap_capable", with(regions_test)),
+        test(
+            "usemem_mmap_whole",
+            with(|ctx| whole_region_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_mmap_whole",
+            with(|ctx| whole_region_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test(
+            "usemem_smaps_vm_flags",
+            with(|ctx| smaps_flags_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_smaps_vm_flags",
+            with(|ctx| smaps_flags_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test(
+            "usemem_mapping_cacheable",
+            with(|ctx| cache_attribute_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_mapping_write_combining",
+            with(|ctx| cache_attribute_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test("usemem_bounds", with(|ctx| bounds_test(ctx, &ctx.usemem))),
+        test(
+            "resmem_bounds",
+            with(|ctx| bounds_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test("offset_length_overflow", with(overflow_test)),
+        test(
+            "usemem_partial_mapping_at_offset",
+            with(|ctx| partial_mapping_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_partial_mapping_at_offset",
+            with(|ctx| partial_mapping_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test(
+            "usemem_coherence",
+            with(|ctx| coherence_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_coherence",
+            with(|ctx| coherence_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test("usemem_pmd_aligned", with(|ctx| pmd_test(ctx, &ctx.usemem))),
+        test(
+            "resmem_pmd_aligned",
+            with(|ctx| pmd_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test("pud_aligned", with(pud_test)),
+        test("misaligned_pfn_falls_back_to_pages", with(misaligned_test)),
+        test("page_table_after_touch", with(page_table_test)),
+        test(
+            "usemem_memory_disabled_sigbus",
+            with(|ctx| memory_disabled_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_memory_disabled_sigbus",
+            with(|ctx| memory_disabled_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test(
+            "memory_disabled_pending_reset",
+            with(memory_disabled_pending_reset_test),
+        ),
+        test(
+            "usemem_reset_zaps_and_refaults",
+            with(|ctx| reset_refault_test(ctx, &ctx.usemem)),
+        ),
+        test(
+            "resmem_reset_zaps_and_refaults",
+            with(|ctx| reset_refault_test(ctx, &resmem_or_skip(ctx)?)),
+        ),
+        test("private_mapping", with(private_mapping_test)),
+        test(
+            "device_still_works",
+            with(|ctx| {
+                // A final consistency check: a fresh mapping still reads what pread reads.
+                let m = ctx.usemem;
+                let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), page_size())?;
+                let mut b = [0u8; 8];
+                ctx.dev.mem_read_exact(&m, 0, &mut b)?;
+                check_eq!(
+                    map.read_u64(0),
+                    u64::from_le_bytes(b),
+                    "first usemem word: mapping vs pread"
+                );
+                Ok(())
+            }),
+        ),
+        // The device closed first: the last check reads the kernel log of the whole program.
+        test("no_kernel_splat", |open: &mut Option<Ctx>| {
+            *open = None;
+            sys::no_kernel_splat()
+        }),
+    ];
+    Harness::run_table(&mut Some(ctx), tests)
+}
 
-    t.test("regions_mmap_capable", || regions_test(&ctx));
-    t.test("usemem_mmap_whole", || whole_region_test(&ctx, &use_));
-    t.test("resmem_mmap_whole", || {
-        whole_region_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("usemem_smaps_vm_flags", || smaps_flags_test(&ctx, &use_));
-    t.test("resmem_smaps_vm_flags", || {
-        smaps_flags_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("usemem_mapping_cacheable", || {
-        cache_attribute_test(&ctx, &use_)
-    });
-    t.test("resmem_mapping_write_combining", || {
-        cache_attribute_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("usemem_bounds", || bounds_test(&ctx, &use_));
-    t.test("resmem_bounds", || {
-        bounds_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("offset_length_overflow", || overflow_test(&ctx));
-    t.test("usemem_partial_mapping_at_offset", || {
-        partial_mapping_test(&ctx, &use_)
-    });
-    t.test("resmem_partial_mapping_at_offset", || {
-        partial_mapping_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("usemem_coherence", || coherence_test(&ctx, &use_));
-    t.test("resmem_coherence", || {
-        coherence_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("usemem_pmd_aligned", || pmd_test(&ctx, &use_));
-    t.test("resmem_pmd_aligned", || {
-        pmd_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("pud_aligned", || pud_test(&ctx));
-    t.test("misaligned_pfn_falls_back_to_pages", || {
-        misaligned_test(&ctx)
-    });
-    t.test("page_table_after_touch", || page_table_test(&ctx));
-    t.test("usemem_memory_disabled_sigbus", || {
-        memory_disabled_test(&ctx, &use_)
-    });
-    t.test("resmem_memory_disabled_sigbus", || {
-        memory_disabled_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("memory_disabled_pending_reset", || {
-        memory_disabled_pending_reset_test(&ctx)
-    });
-    t.test("usemem_reset_zaps_and_refaults", || {
-        reset_refault_test(&ctx, &use_)
-    });
-    t.test("resmem_reset_zaps_and_refaults", || {
-        reset_refault_test(&ctx, &resmem_or_skip(&ctx)?)
-    });
-    t.test("private_mapping", || private_mapping_test(&ctx));
-    t.test("device_still_works", || {
-        // A final consistency check: a fresh mapping still reads what pread reads.
-        let m = ctx.usemem;
-        let map = mm::mmap_shared(&ctx.dev.fd, m.at(0), page_size())?;
-        let mut b = [0u8; 8];
-        ctx.dev.mem_read_exact(&m, 0, &mut b)?;
-        check_eq!(
-            map.read_u64(0),
-            u64::from_le_bytes(b),
-            "first usemem word: mapping vs pread"
-        );
-        Ok(())
-    });
-    drop(ctx);
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+/// A test of the open device (the table's context is `None` once the last test has closed it).
+fn with(f: impl FnOnce(&Ctx) -> Outcome) -> impl FnOnce(&mut Option<Ctx>) -> Outcome {
+    move |open| match open {
+        Some(ctx) => f(ctx),
+        None => fail!("the device is closed"),
+    }
 }
