@@ -9,6 +9,9 @@
 //! host against reports recorded on the rig's debug kernel. That the whole check catches a leak
 //! of the driver was measured by putting one in (see tests/README.md, "The debug kernel").
 //!
+//! The scan follows an unbind of the GPU (the driver stays loaded), so a leak of what only the
+//! device's removal frees is seen too.
+//!
 //! Needs a kernel with CONFIG_DEBUG_KMEMLEAK; skips elsewhere.
 
 use std::fs;
@@ -18,6 +21,7 @@ use nvgrace_guest_tests::kmemleak::parse;
 use nvgrace_guest_tests::kmemleak::Report;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::GPU_BDF;
 
 const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
 /// kmemleak reports only objects at least this old when a scan starts (mm/kmemleak.c
@@ -30,12 +34,27 @@ const SCANS: usize = 2;
 /// Reports printed in full; the rest are counted.
 const PRINTED: usize = 20;
 
+/// Unbinds the GPU from its driver, if it has one, so that what the driver frees only at remove
+/// (its per-device state, vfio-pci-core's saved config state: `ops->release`) is freed before
+/// the scan, or reported by it. The module stays loaded: kmemleak resolves the allocation
+/// backtraces of a report when it is read, and the frames of an unloaded module would no longer
+/// name the driver.
+fn unbind_gpu() -> Result<(), Failure> {
+    let unbind = format!("/sys/bus/pci/devices/{GPU_BDF}/driver/unbind");
+    if !std::path::Path::new(&unbind).exists() {
+        return Ok(());
+    }
+    fs::write(&unbind, GPU_BDF)
+        .map_err(|e| Failure::Fail(format!("write of {GPU_BDF} to {unbind}: {e}")))
+}
+
 fn scan() -> Result<Vec<Report>, Failure> {
     if !std::path::Path::new(KMEMLEAK).exists() {
         return Err(Failure::Skip(format!(
             "no {KMEMLEAK} (CONFIG_DEBUG_KMEMLEAK, debugfs)"
         )));
     }
+    unbind_gpu()?;
     std::thread::sleep(MIN_AGE);
     for i in 0..SCANS {
         // EPERM: kmemleak disabled itself (an internal error, reported in the kernel log).
