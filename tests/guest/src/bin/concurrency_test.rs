@@ -47,6 +47,8 @@ use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::rng::Rng;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -982,46 +984,60 @@ fn seed() -> u64 {
         .unwrap_or_else(|| mm::now().as_nanos() as u64 ^ u64::from(std::process::id()))
 }
 
+/// What the tests share: the generator and the hung-task timeout to restore at the end.
+struct Run {
+    rng: Rng,
+    old_timeout: Option<String>,
+}
+
 fn main() {
-    let mut t = Harness::new(7);
     let seed = seed();
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}, seed {seed:#x} (CONCURRENCY_SEED), {:?} per scenario",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu(),
         race()
     ));
-    let rng = Rng::new(seed);
     // The GPU is ready at once after a reset, whatever a program before this one set.
     if model::available() {
         let _ = model::reset_control();
     }
-    let mut old_timeout = None;
-    t.test("hung_task_detector_on", || {
-        old_timeout = Some(hung_task_detector()?);
-        Ok(())
-    });
-    t.test("fault_rw_reset_close", || {
-        in_worker(|b| fault_rw_reset_close(b, &rng))
-    });
-    t.test("open_close_races", || {
-        in_worker(|b| open_close_races(b, &rng))
-    });
-    t.test("memory_failure_while_faulting", || {
-        in_worker(|b| memory_failure_while_faulting(b, &rng))
-    });
-    t.test("user_buffer_in_device_mapping", || {
-        if differences::copies_under_memory_lock() {
-            return Err(Failure::Skip(
-                "difference 5: not run against this build, where it deadlocks and wedges the guest (tests/guest/src/differences.rs)".into(),
-            ));
-        }
-        in_worker(|b| user_buffer_in_device_mapping(b, &rng))
-    });
-    t.test("unbind_while_faulting", || unbind_while_faulting(&rng));
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    if let Some(old) = old_timeout {
-        let _ = sys::write_attr(HUNG_TASK_TIMEOUT, &old);
-    }
-    t.finish()
+    let tests = vec![
+        test("hung_task_detector_on", |r: &mut Run| {
+            r.old_timeout = Some(hung_task_detector()?);
+            Ok(())
+        }),
+        test("fault_rw_reset_close", |r: &mut Run| {
+            in_worker(|b| fault_rw_reset_close(b, &r.rng))
+        }),
+        test("open_close_races", |r: &mut Run| {
+            in_worker(|b| open_close_races(b, &r.rng))
+        }),
+        test("memory_failure_while_faulting", |r: &mut Run| {
+            in_worker(|b| memory_failure_while_faulting(b, &r.rng))
+        }),
+        test("user_buffer_in_device_mapping", |r: &mut Run| {
+            if differences::copies_under_memory_lock() {
+                return Err(Failure::Skip(
+                    "difference 5: not run against this build, where it deadlocks and wedges the guest (tests/guest/src/differences.rs)".into(),
+                ));
+            }
+            in_worker(|b| user_buffer_in_device_mapping(b, &r.rng))
+        }),
+        test("unbind_while_faulting", |r: &mut Run| {
+            unbind_while_faulting(&r.rng)
+        }),
+        test("no_kernel_splat", |r: &mut Run| {
+            let outcome = sys::no_kernel_splat();
+            if let Some(old) = r.old_timeout.take() {
+                let _ = sys::write_attr(HUNG_TASK_TIMEOUT, &old);
+            }
+            outcome
+        }),
+    ];
+    let mut run = Run {
+        rng: Rng::new(seed),
+        old_timeout: None,
+    };
+    Harness::run_table(&mut run, tests)
 }
