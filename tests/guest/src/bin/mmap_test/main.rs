@@ -31,6 +31,7 @@ use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
+use nvgrace_guest_tests::tap::Test;
 use nvgrace_guest_tests::vfio;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
@@ -598,24 +599,10 @@ fn main() {
     };
     tap::diag(format!("usemem: {:x?}", ctx.usemem));
     tap::diag(format!("resmem: {:x?}", ctx.resmem));
-    let tests = vec![
-        test("regions_mmap_capable", with(regions_test)),
-        test(
-            "usemem_mmap_whole",
-            with(|ctx| whole_region_test(ctx, &ctx.usemem)),
-        ),
-        test(
-            "resmem_mmap_whole",
-            with(|ctx| whole_region_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
-        test(
-            "usemem_smaps_vm_flags",
-            with(|ctx| smaps_flags_test(ctx, &ctx.usemem)),
-        ),
-        test(
-            "resmem_smaps_vm_flags",
-            with(|ctx| smaps_flags_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
+    let mut tests = vec![test("regions_mmap_capable", with(regions_test))];
+    tests.extend(both("mmap_whole", whole_region_test));
+    tests.extend(both("smaps_vm_flags", smaps_flags_test));
+    tests.extend([
         test(
             "usemem_mapping_cacheable",
             with(|ctx| cache_attribute_test(ctx, &ctx.usemem)),
@@ -624,56 +611,24 @@ fn main() {
             "resmem_mapping_write_combining",
             with(|ctx| cache_attribute_test(ctx, &resmem_or_skip(ctx)?)),
         ),
-        test("usemem_bounds", with(|ctx| bounds_test(ctx, &ctx.usemem))),
-        test(
-            "resmem_bounds",
-            with(|ctx| bounds_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
-        test("offset_length_overflow", with(overflow_test)),
-        test(
-            "usemem_partial_mapping_at_offset",
-            with(|ctx| partial_mapping_test(ctx, &ctx.usemem)),
-        ),
-        test(
-            "resmem_partial_mapping_at_offset",
-            with(|ctx| partial_mapping_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
-        test(
-            "usemem_coherence",
-            with(|ctx| coherence_test(ctx, &ctx.usemem)),
-        ),
-        test(
-            "resmem_coherence",
-            with(|ctx| coherence_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
-        test("usemem_pmd_aligned", with(|ctx| pmd_test(ctx, &ctx.usemem))),
-        test(
-            "resmem_pmd_aligned",
-            with(|ctx| pmd_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
+    ]);
+    tests.extend(both("bounds", bounds_test));
+    tests.push(test("offset_length_overflow", with(overflow_test)));
+    tests.extend(both("partial_mapping_at_offset", partial_mapping_test));
+    tests.extend(both("coherence", coherence_test));
+    tests.extend(both("pmd_aligned", pmd_test));
+    tests.extend([
         test("pud_aligned", with(pud_test)),
         test("misaligned_pfn_falls_back_to_pages", with(misaligned_test)),
         test("page_table_after_touch", with(page_table_test)),
-        test(
-            "usemem_memory_disabled_sigbus",
-            with(|ctx| memory_disabled_test(ctx, &ctx.usemem)),
-        ),
-        test(
-            "resmem_memory_disabled_sigbus",
-            with(|ctx| memory_disabled_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
-        test(
-            "memory_disabled_pending_reset",
-            with(memory_disabled_pending_reset_test),
-        ),
-        test(
-            "usemem_reset_zaps_and_refaults",
-            with(|ctx| reset_refault_test(ctx, &ctx.usemem)),
-        ),
-        test(
-            "resmem_reset_zaps_and_refaults",
-            with(|ctx| reset_refault_test(ctx, &resmem_or_skip(ctx)?)),
-        ),
+    ]);
+    tests.extend(both("memory_disabled_sigbus", memory_disabled_test));
+    tests.push(test(
+        "memory_disabled_pending_reset",
+        with(memory_disabled_pending_reset_test),
+    ));
+    tests.extend(both("reset_zaps_and_refaults", reset_refault_test));
+    tests.extend([
         test("private_mapping", with(private_mapping_test)),
         test(
             "device_still_works",
@@ -696,8 +651,23 @@ fn main() {
             *open = None;
             sys::no_kernel_splat()
         }),
-    ];
+    ]);
     Harness::run_table(&mut Some(ctx), tests)
+}
+
+/// The two tests of one check, of usemem (`usemem_NAME`) and of resmem (`resmem_NAME`, skipped
+/// without resmem).
+fn both(name: &str, f: fn(&Ctx, &GpuMem) -> Outcome) -> [Test<'static, Option<Ctx>>; 2] {
+    [
+        test(
+            format!("usemem_{name}"),
+            with(move |ctx| f(ctx, &ctx.usemem)),
+        ),
+        test(
+            format!("resmem_{name}"),
+            with(move |ctx| f(ctx, &resmem_or_skip(ctx)?)),
+        ),
+    ]
 }
 
 /// A test of the open device (the table's context is `None` once the last test has closed it).
