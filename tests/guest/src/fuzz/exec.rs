@@ -166,6 +166,16 @@ impl Fuzzer {
         }
     }
 
+    /// A read or write returned `got`, not `want`, from the state `before`.
+    pub fn unexpected(&mut self, i: u64, op: &Op, got: &Want, want: &Want, before: State) {
+        let msg = format!(
+            "got {}, expected {} (state before {before:?})",
+            show(got),
+            show(want)
+        );
+        self.fail(Cat::ReadWrite, i, op, msg);
+    }
+
     pub fn fail(&mut self, cat: Cat, i: u64, op: &Op, msg: String) {
         let e = self.failures.entry(cat_name(cat)).or_default();
         e.0 += 1;
@@ -309,16 +319,7 @@ impl Fuzzer {
             &(other, data),
         );
         if got != want {
-            self.fail(
-                Cat::ReadWrite,
-                i,
-                op,
-                format!(
-                    "got {}, expected {} (state before {before:?})",
-                    show(&got),
-                    show(&want)
-                ),
-            );
+            self.unexpected(i, op, &got, &want, before);
             return self.resync();
         }
         let Ok(n) = got else { return Ok(()) };
@@ -378,16 +379,7 @@ impl Fuzzer {
         let got = errno_of(unsafe { libc::pwrite(self.fd(), p.cast(), data.len(), pos) });
         self.note_result(Cat::ReadWrite, 1, &got, &want, &other);
         if got != want {
-            self.fail(
-                Cat::ReadWrite,
-                i,
-                op,
-                format!(
-                    "got {}, expected {} (state before {before:?})",
-                    show(&got),
-                    show(&want)
-                ),
-            );
+            self.unexpected(i, op, &got, &want, before);
             if let Ok((index, off)) = split(pos, data.len()) {
                 if let Kind::Emulated(_) = self.layout.kind(index) {
                     self.shadow.forget(index, off, data.len() as u64);
