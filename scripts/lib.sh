@@ -1,4 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the settings here are read by the scripts that source this file
 # Shared settings for the rig scripts. Source it; do not run it.
 #
 # Everything the rig builds or downloads lives in one cache directory outside the repository,

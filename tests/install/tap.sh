@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
 # TAP helpers of the installation tests (sourced by scripts/install-tests and by in-root, in
 # Debian's bash): "ok N - what" / "not ok N - what", numbered per script; the host counts them.
 tap_n=0

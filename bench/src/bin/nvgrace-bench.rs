@@ -55,6 +55,7 @@ use nvgrace_bench::ERROR_TAG;
 use nvgrace_bench::RECORD_TAG;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
+use nvgrace_guest_tests::hw;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::page_size;
 use nvgrace_guest_tests::model;
@@ -106,7 +107,7 @@ const READY_DELAYS_MS: [u64; 3] = [0, 150, 500];
 /// (mm/huge_memory.c `vma_file_bypass_thp_tuneables()`).
 const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 /// Config-space offset of the BAR4 register, which both drivers emulate (usemem's BAR).
-const PCI_BASE_ADDRESS_4: u64 = 0x20;
+const PCI_BASE_ADDRESS_4: u64 = hw::USEMEM_BAR_OFFSET;
 /// Config-space offset of the Vendor ID, which vfio-pci-core answers from its virtual config.
 const PCI_VENDOR_ID: u64 = 0x00;
 

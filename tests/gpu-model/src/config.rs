@@ -30,13 +30,15 @@
 use std::fmt;
 use std::io;
 
+use crate::hw;
+
 /// Size of the configuration space in bytes: the PCIe extended configuration
 /// space (PCIe Base r6.0 §7.2.2). The vfio-user config region must be this
 /// big for the client to see the extended capabilities.
 pub const CONFIG_SPACE_SIZE: usize = 4096;
 
 /// PCI-SIG vendor ID of NVIDIA.
-pub const NVIDIA_VENDOR_ID: u16 = 0x10de;
+pub const NVIDIA_VENDOR_ID: u16 = hw::NVIDIA_VENDOR_ID;
 /// Class code 03h/02h/00h: display controller, 3D controller (PCI Code and ID
 /// Assignment Specification r1.16 §1.4), as the GPU reports it.
 pub const CLASS_CODE_3D_CONTROLLER: u32 = 0x03_02_00;
@@ -60,13 +62,13 @@ pub const CLASS_CODE: usize = 0x09;
 /// Header Type register, 8 bits (0 = type 0, single function).
 pub const HEADER_TYPE: usize = 0x0e;
 /// Base Address Register 0, 32 bits (§7.5.1.2.1).
-pub const BAR0: usize = 0x10;
+pub const BAR0: usize = hw::PCI_BASE_ADDRESS_0 as usize;
 /// Base Address Register 2 (low half of the 64-bit BAR2/3).
-pub const BAR2: usize = 0x18;
+pub const BAR2: usize = hw::RESMEM_BAR_OFFSET as usize;
 /// Base Address Register 3 (high half of the 64-bit BAR2/3).
 pub const BAR3: usize = 0x1c;
 /// Base Address Register 4 (absent: reads 0).
-pub const BAR4: usize = 0x20;
+pub const BAR4: usize = hw::USEMEM_BAR_OFFSET as usize;
 /// End (exclusive) of the BAR registers.
 pub const BARS_END: usize = 0x28;
 /// Subsystem Vendor ID register, 16 bits.
@@ -88,7 +90,7 @@ pub const COMMAND_WRITABLE: u16 = COMMAND_IO | COMMAND_MEMORY | COMMAND_BUS_MAST
 pub const STATUS_CAP_LIST: u16 = 1 << 4;
 
 /// BAR0 size in bytes: 16 MiB, 32-bit non-prefetchable memory.
-pub const BAR0_SIZE: u64 = 16 << 20;
+pub const BAR0_SIZE: u64 = hw::BAR0_SIZE;
 /// BAR2/3 size in bytes: 32 MiB, 64-bit prefetchable memory.
 pub const BAR2_SIZE: u64 = 32 << 20;
 /// Memory BAR bits 2:1 = 10b: 64-bit decoder (§7.5.1.2.1).
@@ -127,7 +129,7 @@ pub const DEVCTL_DEFAULT: u16 = (1 << 4) | (1 << 11) | (0b010 << 12);
 pub const EXT_CAP_START: usize = 0x100;
 /// Extended capability ID of a Designated Vendor-Specific Extended
 /// Capability (DVSEC, PCIe Base r6.0 §7.9.6).
-pub const EXT_CAP_ID_DVSEC: u16 = 0x0023;
+pub const EXT_CAP_ID_DVSEC: u16 = hw::EXT_CAP_ID_DVSEC;
 /// Capability version of the DVSEC extended capability header.
 pub const DVSEC_CAP_VERSION: u8 = 1;
 /// DVSEC Header 1 offset within a DVSEC: vendor (15:0), revision (19:16),
@@ -142,10 +144,10 @@ pub const NV_DVSEC: usize = EXT_CAP_START;
 pub const NV_DVSEC_LEN: u16 = 0x10;
 /// DVSEC ID of the NVIDIA GPU capability DVSEC (`GPU_CAP_DVSEC_REGISTER` in
 /// Linux drivers/vfio/pci/nvgrace-gpu/main.c).
-pub const NV_DVSEC_ID: u16 = 3;
+pub const NV_DVSEC_ID: u16 = hw::GPU_CAP_DVSEC_ID;
 /// Offset within the NVIDIA DVSEC of the 16-bit capability bitmap
 /// (`DVSEC_BITMAP_OFFSET` in the same driver).
-pub const NV_DVSEC_BITMAP: usize = 0xa;
+pub const NV_DVSEC_BITMAP: usize = hw::GPU_CAP_DVSEC_BITMAP as usize;
 /// Bitmap bit 0: "MIG supported with cached resmem"
 /// (`MIG_SUPPORTED_WITH_CACHED_RESMEM` in the same driver). When clear, the
 /// driver applies its MIG hardware bug workaround (uncached resmem).
@@ -155,9 +157,9 @@ pub const MIG_SUPPORTED_WITH_CACHED_RESMEM: u16 = 1 << 0;
 /// NVIDIA DVSEC.
 pub const CXL_DVSEC: usize = NV_DVSEC + NV_DVSEC_LEN as usize;
 /// CXL consortium vendor ID used in DVSEC Header 1 (CXL r4.0 §8.1.3).
-pub const CXL_VENDOR_ID: u16 = 0x1e98;
+pub const CXL_VENDOR_ID: u16 = hw::CXL_VENDOR_ID;
 /// DVSEC ID of the "PCIe DVSEC for CXL Devices" (CXL r4.0 §8.1.3).
-pub const CXL_DVSEC_ID: u16 = 0;
+pub const CXL_DVSEC_ID: u16 = hw::CXL_DEVICE_DVSEC_ID;
 /// DVSEC revision of the CXL Device DVSEC the model presents.
 pub const CXL_DVSEC_REVISION: u8 = 1;
 /// Length in bytes of the CXL Device DVSEC (CXL r4.0 §8.1.3).

@@ -43,20 +43,21 @@ use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion
 
 use crate::config::{ConfigSpace, LiveState, Variant, BAR0_SIZE, BAR2_SIZE, CONFIG_SPACE_SIZE};
 use crate::control::{ControlWatcher, Overrides, Settings};
+use crate::hw;
 use crate::log::{format_access, AccessLog, Space};
 use crate::readiness::{Clock, Readiness};
 
 /// BAR0 offset of the C2C link status register (`C2C_LINK_BAR0_OFFSET` in
 /// Linux drivers/vfio/pci/nvgrace-gpu/main.c).
-pub const BAR0_C2C_LINK_STATUS: u64 = 0x1498;
+pub const BAR0_C2C_LINK_STATUS: u64 = hw::BAR0_C2C_LINK_STATUS;
 /// BAR0 offset of the HBM training status register
 /// (`HBM_TRAINING_BAR0_OFFSET` in the same driver).
-pub const BAR0_HBM_TRAINING_STATUS: u64 = 0x200bc;
+pub const BAR0_HBM_TRAINING_STATUS: u64 = hw::BAR0_HBM_TRAINING_STATUS;
 /// Width in bytes of each status register.
 pub const BAR0_STATUS_LEN: usize = 4;
 /// Value of a status register once the device is ready (`STATUS_READY` in
 /// the same driver); it reads 0 before.
-pub const STATUS_READY: u32 = 0xff;
+pub const STATUS_READY: u32 = hw::BAR0_STATUS_READY;
 
 /// Why a reset happened, as logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,6 +23,8 @@
 mod config;
 mod control;
 mod device;
+#[path = "../../hw.rs"]
+mod hw;
 mod log;
 mod readiness;
 #[cfg(test)]

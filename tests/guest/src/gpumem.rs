@@ -15,10 +15,8 @@ use crate::vfio::Device;
 /// `VFIO_REGION_INFO_CAP_SPARSE_MMAP`.
 const CAP_SPARSE_MMAP: u16 = 1;
 
-/// PCI Command register offset and its Memory Space Enable bit.
-pub const PCI_COMMAND: u64 = 0x04;
-/// Memory Space Enable.
-pub const PCI_COMMAND_MEMORY: u16 = 0x2;
+pub use crate::hw::PCI_COMMAND;
+pub use crate::hw::PCI_COMMAND_MEMORY;
 
 /// The GPU opened through iommufd with the memory regions its driver reports: what the mapping,
 /// reset and device-fault tests start from.

@@ -7,7 +7,10 @@
 
 pub mod acpi;
 pub mod differences;
+pub mod fuzz;
 pub mod gpumem;
+#[path = "../../hw.rs"]
+pub mod hw;
 pub mod kmemleak;
 #[allow(dead_code)]
 #[path = "../../../src/layout.rs"]
@@ -15,9 +18,11 @@ mod layout;
 pub mod mm;
 pub mod model;
 pub mod pgattr;
+pub mod rng;
 pub mod sys;
 pub mod tap;
 pub mod vfio;
+pub mod workers;
 
 /// The GPU function under test, as the rig places it (root bus, slot 5: q35 on x86_64, `virt` on
 /// arm64).
@@ -39,9 +44,9 @@ pub fn rig_driver() -> String {
 /// The PCI device ID the model presents for a variant (tests/gpu-model).
 pub fn model_device_id(variant: &str) -> Option<u16> {
     match variant {
-        "gh200" => Some(0x2342),
-        "gb200" => Some(0x2941),
-        "gb300" | "cxl" => Some(0x31c2),
+        "gh200" => Some(hw::GH200_DEVICE_ID),
+        "gb200" => Some(hw::GB200_DEVICE_ID),
+        "gb300" | "cxl" => Some(hw::GB300_DEVICE_ID),
         _ => None,
     }
 }

@@ -8,6 +8,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::hw;
+
 /// Where vm-run mounts the model's state directory in the guest.
 pub const STATE_DIR: &str = "/mnt/model";
 
@@ -95,11 +97,11 @@ pub fn bar0_read(line: &str) -> Option<(u64, u64)> {
 }
 
 /// BAR0 offset of the C2C link status register the drivers poll for readiness.
-pub const C2C_LINK_STATUS: u64 = 0x1498;
+pub const C2C_LINK_STATUS: u64 = hw::BAR0_C2C_LINK_STATUS;
 /// BAR0 offset of the HBM training status register the drivers poll for readiness.
-pub const HBM_TRAINING_STATUS: u64 = 0x200bc;
+pub const HBM_TRAINING_STATUS: u64 = hw::BAR0_HBM_TRAINING_STATUS;
 /// The value both status registers read when the GPU is ready.
-pub const STATUS_READY: u64 = 0xff;
+pub const STATUS_READY: u64 = hw::BAR0_STATUS_READY as u64;
 
 /// What the access log says about the driver's readiness polling after a reset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

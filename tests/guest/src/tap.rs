@@ -29,7 +29,13 @@ static OBSERVED: Mutex<Vec<(String, String, Option<u32>)>> = Mutex::new(Vec::new
 fn push_observation(key: &str, value: String, listed: Option<u32>) {
     let key: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut obs = OBSERVED.lock().unwrap_or_else(|e| e.into_inner());
     // The last value of a key counts: a test that observes in a loop reports where it ended.
@@ -195,23 +201,40 @@ macro_rules! fail {
     ($($arg:tt)*) => { return Err($crate::tap::Failure::Fail(format!($($arg)*))) };
 }
 
-/// Fails the test unless the two values are equal, naming both.
+/// Fails the test unless the two values are equal, naming both, the two expressions and where
+/// the check is (file and line).
 #[macro_export]
 macro_rules! check_eq {
     ($left:expr, $right:expr, $($what:tt)*) => {{
         let (l, r) = (&$left, &$right);
         if l != r {
-            $crate::fail!("{}: got {:#x?}, expected {:#x?}", format!($($what)*), l, r);
+            $crate::fail!(
+                "{}: got {:#x?}, expected {:#x?} ({}:{}: `{} == {}`)",
+                format!($($what)*),
+                l,
+                r,
+                file!(),
+                line!(),
+                stringify!($left),
+                stringify!($right)
+            );
         }
     }};
 }
 
-/// Fails the test unless the condition holds.
+/// Fails the test unless the condition holds, naming the condition and where the check is (file
+/// and line).
 #[macro_export]
 macro_rules! check {
     ($cond:expr, $($what:tt)*) => {
         if !$cond {
-            $crate::fail!($($what)*);
+            $crate::fail!(
+                "{} ({}:{}: `{}`)",
+                format!($($what)*),
+                file!(),
+                line!(),
+                stringify!($cond)
+            );
         }
     };
 }
@@ -220,6 +243,26 @@ macro_rules! check {
 pub fn diag(msg: impl Display) {
     for line in msg.to_string().lines() {
         println!("# {line}");
+    }
+}
+
+/// The body of one test of a table ([`Harness::run_table`]): it gets the program's context.
+pub type TestFn<'a, C> = Box<dyn FnOnce(&mut C) -> Outcome + 'a>;
+
+/// One test of a program's table: its name (what the inventory lists) and its body.
+pub struct Test<'a, C> {
+    name: String,
+    body: TestFn<'a, C>,
+}
+
+/// A test for a table ([`Harness::run_table`]).
+pub fn test<'a, C>(
+    name: impl Into<String>,
+    body: impl FnOnce(&mut C) -> Outcome + 'a,
+) -> Test<'a, C> {
+    Test {
+        name: name.into(),
+        body: Box::new(body),
     }
 }
 
@@ -278,6 +321,17 @@ impl Harness {
         flush_observations();
     }
 
+    /// Runs a program's table of tests in order, each with the context `ctx`, and reports them:
+    /// the plan is the table's length, so it cannot drift from the tests. Prints the totals and
+    /// exits as [`Harness::finish`].
+    pub fn run_table<C>(ctx: &mut C, tests: Vec<Test<'_, C>>) -> ! {
+        let mut t = Harness::new(tests.len());
+        for Test { name, body } in tests {
+            t.test(&name, || body(ctx));
+        }
+        t.finish()
+    }
+
     /// Reports a program that cannot run here at all: a plan of one test, `name`, skipped with
     /// reason `why` (not kselftest's `1..0 # SKIP`: scripts/tapsum counts a program without test
     /// lines as failed), then the totals; exits 4 (all skipped).
@@ -302,5 +356,79 @@ impl Harness {
             0
         };
         std::process::exit(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eq_fails() -> Outcome {
+        let two = 2;
+        crate::check_eq!(1 + 1, two + 1, "the sum");
+        Ok(())
+    }
+
+    fn cond_fails() -> Outcome {
+        let v = [1, 2];
+        crate::check!(v.len() > 2, "{} entries", v.len());
+        Ok(())
+    }
+
+    fn message(outcome: Outcome) -> String {
+        match outcome {
+            Err(Failure::Fail(m)) => m,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_eq_names_the_values_the_expressions_and_the_place() {
+        let m = message(eq_fails());
+        assert!(m.starts_with("the sum: got 0x2, expected 0x3 ("), "{m}");
+        assert!(m.contains("src/tap.rs:"), "{m}");
+        assert!(m.ends_with(": `1 + 1 == two + 1`)"), "{m}");
+    }
+
+    #[test]
+    fn check_names_the_condition_and_the_place() {
+        let m = message(cond_fails());
+        assert!(m.starts_with("2 entries (src/tap.rs:"), "{m}");
+        assert!(m.ends_with(": `v.len() > 2`)"), "{m}");
+    }
+
+    #[test]
+    fn checks_that_hold_pass() {
+        let check = || -> Outcome {
+            crate::check_eq!(2 + 2, 4, "sum");
+            crate::check!(1 < 2, "order");
+            Ok(())
+        };
+        assert!(check().is_ok());
+    }
+
+    #[test]
+    fn a_table_keeps_its_order_and_gives_each_test_the_context() {
+        let tests: Vec<Test<'_, Vec<&str>>> = vec![
+            test("first", |seen: &mut Vec<&str>| {
+                seen.push("first");
+                Ok(())
+            }),
+            test("second", |seen: &mut Vec<&str>| {
+                seen.push("second");
+                Err(Failure::Skip("not here".into()))
+            }),
+        ];
+        assert_eq!(tests.len(), 2);
+        let mut seen = Vec::new();
+        let names: Vec<String> = tests
+            .into_iter()
+            .map(|t| {
+                let _ = (t.body)(&mut seen);
+                t.name
+            })
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(seen, ["first", "second"]);
     }
 }

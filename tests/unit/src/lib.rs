@@ -17,8 +17,15 @@ pub mod readiness;
 #[path = "../../../src/device/poison/table.rs"]
 pub mod poison_table;
 
+/// The rig's hardware constants (tests/hw.rs), checked against the driver's in `hw_tests`.
+#[path = "../../hw.rs"]
+pub mod hw;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hw_tests;
 
 #[cfg(test)]
 mod readiness_tests;
