@@ -65,8 +65,10 @@ pub const BAR0: usize = 0x10;
 pub const BAR2: usize = 0x18;
 /// Base Address Register 3 (high half of the 64-bit BAR2/3).
 pub const BAR3: usize = 0x1c;
-/// Base Address Register 4 (absent: reads 0).
+/// Base Address Register 4 (low half of the 64-bit BAR4/5).
 pub const BAR4: usize = 0x20;
+/// Base Address Register 5 (high half of the 64-bit BAR4/5).
+pub const BAR5: usize = 0x24;
 /// End (exclusive) of the BAR registers.
 pub const BARS_END: usize = 0x28;
 /// Subsystem Vendor ID register, 16 bits.
@@ -91,6 +93,16 @@ pub const STATUS_CAP_LIST: u16 = 1 << 4;
 pub const BAR0_SIZE: u64 = 16 << 20;
 /// BAR2/3 size in bytes: 32 MiB, 64-bit prefetchable memory.
 pub const BAR2_SIZE: u64 = 32 << 20;
+/// BAR4/5 size in bytes: 64 MiB, 64-bit prefetchable memory. A GH200 has a
+/// small physical BAR4/5 (the device memory itself is reached over C2C, not
+/// through it; the variant drivers show usemem at index 4 instead). That it
+/// exists matters: vfio-pci-core exports a dma-buf of a region only if it
+/// could request and iomap the BAR of that index (`vfio_pci_core_map_bars()`
+/// and `vfio_pci_core_feature_dma_buf()` in Linux 7.3), before it asks the
+/// driver. The size is the model's choice; it differs from BAR2's and from
+/// every usemem BAR size (1 GiB and more) so that a test cannot mistake one
+/// for another.
+pub const BAR4_SIZE: u64 = 64 << 20;
 /// Memory BAR bits 2:1 = 10b: 64-bit decoder (§7.5.1.2.1).
 pub const BAR_MEM_TYPE_64: u32 = 0b10 << 1;
 /// Memory BAR bit 3: prefetchable.
@@ -309,17 +321,16 @@ impl ConfigSpace {
         cs.bytes[INTERRUPT_PIN] = 0;
         cs.mask16(COMMAND, COMMAND_WRITABLE);
 
-        // BAR0: 32-bit non-prefetchable memory; BAR2/3: 64-bit prefetchable.
+        // BAR0: 32-bit non-prefetchable memory; BAR2/3 and BAR4/5: 64-bit
+        // prefetchable.
         cs.put32(BAR0, 0);
         cs.mask32(BAR0, !(BAR0_SIZE as u32 - 1) & !BAR_FLAG_BITS);
-        cs.put32(BAR2, BAR_MEM_TYPE_64 | BAR_MEM_PREFETCH);
-        cs.mask32(BAR2, !(BAR2_SIZE as u32 - 1) & !BAR_FLAG_BITS);
-        cs.put32(BAR3, 0);
-        cs.mask32(BAR3, !((BAR2_SIZE - 1) >> 32) as u32);
-        // BAR4/5: absent. They read 0 and have no writable bits, which is
-        // how software sees that a BAR is not implemented.
-        cs.put32(BAR4, 0);
-        cs.put32(BAR4 + 4, 0);
+        for (low, size) in [(BAR2, BAR2_SIZE), (BAR4, BAR4_SIZE)] {
+            cs.put32(low, BAR_MEM_TYPE_64 | BAR_MEM_PREFETCH);
+            cs.mask32(low, !(size as u32 - 1) & !BAR_FLAG_BITS);
+            cs.put32(low + 4, 0);
+            cs.mask32(low + 4, !((size - 1) >> 32) as u32);
+        }
 
         // PCI Express capability.
         cs.bytes[PCIE_CAP] = PCIE_CAP_ID;

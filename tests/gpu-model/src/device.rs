@@ -12,6 +12,7 @@
 //! | ---------- | ---- | -------- |
 //! | 0 (BAR0) | 16 MiB | MMIO registers; the two readiness status registers, everything else 0 |
 //! | 2 (BAR2) | 32 MiB | RAM, zero at start, kept across resets |
+//! | 4 (BAR4) | 64 MiB | reads 0, writes ignored (see [`BAR4_SIZE`]) |
 //! | 7 (config) | 4 KiB | see [`crate::config`] |
 //! | others | 0 | absent |
 //!
@@ -36,12 +37,14 @@ use std::path::PathBuf;
 
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR2_REGION_INDEX,
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
-    VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_PCI_BAR4_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_IRQS,
+    VFIO_PCI_NUM_REGIONS, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion};
 
-use crate::config::{ConfigSpace, LiveState, Variant, BAR0_SIZE, BAR2_SIZE, CONFIG_SPACE_SIZE};
+use crate::config::{
+    ConfigSpace, LiveState, Variant, BAR0_SIZE, BAR2_SIZE, BAR4_SIZE, CONFIG_SPACE_SIZE,
+};
 use crate::control::{ControlWatcher, Overrides, Settings};
 use crate::log::{format_access, AccessLog, Space};
 use crate::readiness::{Clock, Readiness};
@@ -312,6 +315,23 @@ impl GpuDevice {
             .line(&format_access(Space::Bar2, true, offset, data));
         Ok(())
     }
+
+    fn bar4_read(&mut self, offset: u64, data: &mut [u8]) -> io::Result<()> {
+        check_bar_range("BAR4", BAR4_SIZE, offset, data.len())?;
+        self.note_readiness();
+        data.fill(0);
+        self.log
+            .line(&format_access(Space::Bar4, false, offset, data));
+        Ok(())
+    }
+
+    fn bar4_write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_bar_range("BAR4", BAR4_SIZE, offset, data.len())?;
+        self.note_readiness();
+        self.log
+            .line(&format_access(Space::Bar4, true, offset, data));
+        Ok(())
+    }
 }
 
 /// Checks that a `len`-byte access at `offset` fits a BAR of `size` bytes;
@@ -341,6 +361,7 @@ impl ServerBackend for GpuDevice {
             VFIO_PCI_CONFIG_REGION_INDEX => self.config_read(offset, data),
             VFIO_PCI_BAR0_REGION_INDEX => self.bar0_read(offset, data),
             VFIO_PCI_BAR2_REGION_INDEX => self.bar2_read(offset, data),
+            VFIO_PCI_BAR4_REGION_INDEX => self.bar4_read(offset, data),
             _ => Err(no_such_region(region)),
         }
     }
@@ -350,6 +371,7 @@ impl ServerBackend for GpuDevice {
             VFIO_PCI_CONFIG_REGION_INDEX => self.config_write(offset, data),
             VFIO_PCI_BAR0_REGION_INDEX => self.bar0_write(offset, data),
             VFIO_PCI_BAR2_REGION_INDEX => self.bar2_write(offset, data),
+            VFIO_PCI_BAR4_REGION_INDEX => self.bar4_write(offset, data),
             _ => Err(no_such_region(region)),
         }
     }
@@ -416,6 +438,7 @@ pub fn regions() -> Vec<ServerRegion> {
             let size = match index {
                 VFIO_PCI_BAR0_REGION_INDEX => BAR0_SIZE,
                 VFIO_PCI_BAR2_REGION_INDEX => BAR2_SIZE,
+                VFIO_PCI_BAR4_REGION_INDEX => BAR4_SIZE,
                 VFIO_PCI_CONFIG_REGION_INDEX => CONFIG_SPACE_SIZE as u64,
                 _ => 0,
             };

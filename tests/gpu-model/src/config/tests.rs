@@ -63,8 +63,8 @@ fn header_identifies_each_variant() {
         assert_eq!(r16(&cs, STATUS), STATUS_CAP_LIST);
         assert_eq!(r16(&cs, SUBSYSTEM_VENDOR_ID), 0x10de);
         assert_eq!(cs.read32(0x3c, READY), 0, "interrupt pin and line");
-        assert_eq!(cs.read32(BAR4, READY), 0);
-        assert_eq!(cs.read32(BAR4 + 4, READY), 0);
+        assert_eq!(cs.read32(BAR4, READY), 0xc, "BAR4: 64-bit prefetchable");
+        assert_eq!(cs.read32(BAR5, READY), 0);
     }
     assert_eq!(Variant::from_name("gh200"), Some(Variant::Gh200));
     assert_eq!(
@@ -162,16 +162,12 @@ fn bar_sizing_and_reset() {
     w(&mut cs, BAR0, &[0xff; 4]);
     w(&mut cs, BAR2, &[0xff; 4]);
     w(&mut cs, BAR3, &[0xff; 4]);
-    w(&mut cs, BAR4, &[0xff; 4]);
-    w(&mut cs, BAR4 + 4, &[0xff; 4]);
     assert_eq!(cs.read32(BAR0, READY), !(16u32 << 20) + 1);
     assert_eq!(cs.read32(BAR2, READY), 0xfe00_000c);
     assert_eq!(cs.read32(BAR3, READY), 0xffff_ffff);
     let size =
         !(u64::from(cs.read32(BAR3, READY)) << 32 | u64::from(cs.read32(BAR2, READY) & !0xf)) + 1;
     assert_eq!(size, BAR2_SIZE);
-    assert_eq!(cs.read32(BAR4, READY), 0);
-    assert_eq!(cs.read32(BAR4 + 4, READY), 0);
     // Program addresses, then reset.
     w(&mut cs, BAR0, &0xfd00_0000u32.to_le_bytes());
     w(&mut cs, BAR2, &0x8000_0000u32.to_le_bytes());
@@ -187,6 +183,31 @@ fn bar_sizing_and_reset() {
     assert_eq!(cs.read32(BAR3, READY), 0);
     assert_eq!(r16(&cs, DEVCTL), DEVCTL_DEFAULT | 0xe0, "MPS kept");
     assert_eq!(r16(&cs, DEVICE_ID), 0x2941);
+}
+
+#[test]
+fn bar4_is_a_64_bit_prefetchable_bar_of_its_own_size() {
+    for v in Variant::ALL {
+        let mut cs = ConfigSpace::new(v);
+        w(&mut cs, BAR4, &[0xff; 4]);
+        w(&mut cs, BAR5, &[0xff; 4]);
+        let read = u64::from(cs.read32(BAR5, READY)) << 32 | u64::from(cs.read32(BAR4, READY));
+        assert_eq!(read & 0xf, 0xc, "{v}: type bits");
+        assert_eq!(!(read & !0xf) + 1, BAR4_SIZE, "{v}: size from sizing");
+        assert_ne!(BAR4_SIZE, BAR2_SIZE);
+        // Sizing BAR4 leaves BAR2 alone, and the reverse.
+        assert_eq!(cs.read32(BAR2, READY), 0xc, "{v}: BAR2 after sizing BAR4");
+        w(&mut cs, BAR2, &[0xff; 4]);
+        assert_eq!(cs.read32(BAR4, READY) as u64, read & 0xffff_ffff);
+        // An address, then an FLR: the address bits go, the type bits stay.
+        w(&mut cs, BAR4, &0x8400_0000u32.to_le_bytes());
+        w(&mut cs, BAR5, &0x0000_0080u32.to_le_bytes());
+        assert_eq!(cs.read32(BAR4, READY), 0x8400_000c);
+        assert_eq!(cs.read32(BAR5, READY), 0x80);
+        cs.reset_function();
+        assert_eq!(cs.read32(BAR4, READY), 0xc);
+        assert_eq!(cs.read32(BAR5, READY), 0);
+    }
 }
 
 #[test]

@@ -107,7 +107,22 @@ fn status_registers_follow_power_on_readiness() {
     assert_eq!(rig.log()[4], "bar0-read off=0x1498 len=4 val=0x000000ff");
     let mut buf = [0u8; 4];
     assert!(rig.dev.region_read(0, BAR0_SIZE - 2, &mut buf).is_err());
-    assert!(rig.dev.region_read(4, 0, &mut buf).is_err());
+    assert!(rig.dev.region_read(1, 0, &mut buf).is_err());
+}
+
+#[test]
+fn bar4_reads_zero_ignores_writes_and_is_bounded() {
+    let mut rig = Rig::new(Variant::Gh200, delay(0));
+    let bar4 = VFIO_PCI_BAR4_REGION_INDEX;
+    rig.write(bar4, 0x10, &0x5a5a_5a5au32.to_le_bytes());
+    assert_eq!(rig.read(bar4, 0x10, 4), 0);
+    assert_eq!(rig.read(bar4, BAR4_SIZE - 8, 8), 0);
+    let mut buf = [0u8; 4];
+    assert!(rig.dev.region_read(bar4, BAR4_SIZE - 2, &mut buf).is_err());
+    assert!(rig.dev.region_write(bar4, BAR4_SIZE, &buf).is_err());
+    let log = rig.log();
+    assert!(log.contains(&"bar4-write off=0x0010 len=4 val=0x5a5a5a5a".to_owned()));
+    assert!(log.contains(&"bar4-read off=0x0010 len=4 val=0x00000000".to_owned()));
 }
 
 #[test]
@@ -267,7 +282,7 @@ fn region_table() {
     let regions = regions();
     assert_eq!(regions.len(), 9);
     let sizes: Vec<u64> = regions.iter().map(|r| r.region_info.size).collect();
-    assert_eq!(sizes, [16 << 20, 0, 32 << 20, 0, 0, 0, 0, 4096, 0]);
+    assert_eq!(sizes, [16 << 20, 0, 32 << 20, 0, 64 << 20, 0, 0, 4096, 0]);
     assert!(regions.iter().all(|r| r.mmap_fd.is_none()));
     assert_eq!(irqs().len(), 5);
 }
