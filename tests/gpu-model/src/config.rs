@@ -325,11 +325,11 @@ impl ConfigSpace {
         // prefetchable.
         cs.put32(BAR0, 0);
         cs.mask32(BAR0, !(BAR0_SIZE as u32 - 1) & !BAR_FLAG_BITS);
-        for (low, size) in [(BAR2, BAR2_SIZE), (BAR4, BAR4_SIZE)] {
+        for (low, high, size) in [(BAR2, BAR3, BAR2_SIZE), (BAR4, BAR5, BAR4_SIZE)] {
             cs.put32(low, BAR_MEM_TYPE_64 | BAR_MEM_PREFETCH);
             cs.mask32(low, !(size as u32 - 1) & !BAR_FLAG_BITS);
-            cs.put32(low + 4, 0);
-            cs.mask32(low + 4, !((size - 1) >> 32) as u32);
+            cs.put32(high, 0);
+            cs.mask32(high, !((size - 1) >> 32) as u32);
         }
 
         // PCI Express capability.
