@@ -29,7 +29,13 @@ static OBSERVED: Mutex<Vec<(String, String, Option<u32>)>> = Mutex::new(Vec::new
 fn push_observation(key: &str, value: String, listed: Option<u32>) {
     let key: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut obs = OBSERVED.lock().unwrap_or_else(|e| e.into_inner());
     // The last value of a key counts: a test that observes in a loop reports where it ended.

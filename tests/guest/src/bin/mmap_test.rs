@@ -14,8 +14,8 @@
 
 use std::time::Duration;
 
-use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::acpi;
+use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::fail;
@@ -525,7 +525,14 @@ fn pud_test(ctx: &Ctx) -> Outcome {
         size_name(pud),
         m.pa(off)
     );
-    expect_entry(ctx, "PUD", map.addr() + 5 * pmd, "pud", &m, off + 5 * pmd as u64)
+    expect_entry(
+        ctx,
+        "PUD",
+        map.addr() + 5 * pmd,
+        "pud",
+        &m,
+        off + 5 * pmd as u64,
+    )
 }
 
 /// A PMD-aligned virtual address over a physical address that is not: no PMD may be used (it
@@ -573,7 +580,14 @@ fn misaligned_test(ctx: &Ctx) -> Outcome {
         m.pa(off),
         size_name(pmd)
     );
-    expect_entry(ctx, "misaligned", map.addr() + page, "pte", &m, off + page as u64)
+    expect_entry(
+        ctx,
+        "misaligned",
+        map.addr() + page,
+        "pte",
+        &m,
+        off + page as u64,
+    )
 }
 
 fn page_table_test(ctx: &Ctx) -> Outcome {
@@ -585,7 +599,9 @@ fn page_table_test(ctx: &Ctx) -> Outcome {
     // The next page was not touched: nothing maps it (faults map one page of an unaligned
     // mapping, no fault-around for PFN maps).
     let pg = Pgattr::load(MODULE_PATH)?;
-    let next = pg.user(map.addr() + page_size()).map_err(|e| e.raw_os_error());
+    let next = pg
+        .user(map.addr() + page_size())
+        .map_err(|e| e.raw_os_error());
     check_eq!(
         next.map(|l| l.level),
         Err(Some(libc::ENOENT)),
