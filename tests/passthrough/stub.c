@@ -6,8 +6,9 @@
  * It finds the GPU (vendor 0x10de) on bus 0 through configuration mechanism #1 (ports 0xCF8/0xCFC,
  * PCI Local Bus Specification 3.0, section 3.2.2.3.2), prints its BAR registers, reads the first
  * 64-bit word of BAR2 and BAR4 at the addresses the firmware gave them, writes the complement of
- * each at offset 8, and halts. Everything goes to COM1 (port 0x3F8) as lines "stub: key=value"
- * that tests/guest/src/bin/passthrough_test.rs parses.
+ * each at offset 8, reads the probe words the outer side listed (probe_bar(): offsets into the
+ * memory and past its end), and halts. Everything goes to COM1 (port 0x3F8) as lines
+ * "stub: key=value" that tests/guest/src/bin/passthrough_test/main.rs parses.
  *
  * The BARs are 64-bit and the firmware may place them above 4 GiB, so accesses go through a 2 MiB
  * PAE window (Intel SDM Vol. 3A, 4.4 "PAE paging"): linear [0, 3 GiB) is identity-mapped and the
@@ -137,6 +138,31 @@ static void write64(u64 pa, u64 v)
 	p[1] = (u32)(v >> 32);
 }
 
+/*
+ * The probe list the outer side wrote into the BAR: the number of probes (at most MAX_PROBES) at
+ * offset 16, then their offsets from the BAR's start, one 64-bit word each from offset 24. Prints
+ * each offset and the word read there as barN_offK and barN_atK.
+ */
+#define MAX_PROBES 8
+
+static void probe_bar(u32 bar, u64 base)
+{
+	char okey[] = "barN_offK", akey[] = "barN_atK", nkey[] = "barN_probes";
+	u64 n = read64(base + 16), k;
+
+	okey[3] = akey[3] = nkey[3] = (char)('0' + bar);
+	kv(nkey, n);
+	if (n > MAX_PROBES)
+		n = 0;
+	for (k = 0; k < n; k++) {
+		u64 off = read64(base + 24 + 8 * k);
+
+		okey[8] = akey[7] = (char)('0' + k);
+		kv(okey, off);
+		kv(akey, read64(base + off));
+	}
+}
+
 void stub_main(void)
 {
 	static const u32 bars[] = { 2, 4 };
@@ -176,6 +202,7 @@ void stub_main(void)
 		kv(rkey, v);
 		write64(base + 8, ~v);
 		kv(wkey, ~v);
+		probe_bar(bar, base);
 	}
 	serial_puts("stub: done\n");
 }

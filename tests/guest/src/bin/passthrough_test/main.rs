@@ -9,14 +9,20 @@
 //! table gives for the rig. Per interface:
 //!
 //! 1. this program maps BAR4 (usemem) and BAR2 (resmem) through its own VFIO fd and writes a
-//!    pattern word at offset 0 of each, then closes the device;
+//!    pattern word at offset 0 of each, then, with pwrite(2) on the VFIO region, a list of probe
+//!    offsets at offset 16 and a pattern word at each probe offset inside the memory ([`probes`]:
+//!    the second page, the middle, the last word; past the memory's end, where the BAR is larger
+//!    than the memory, it writes nothing); then it closes the device;
 //! 2. QEMU starts the inner machine (q35, TCG) with the small kernel of tests/passthrough/stub.c,
 //!    which runs after the firmware has assigned the BARs: it reads word 0 of BAR2 and BAR4 at
-//!    their guest-physical addresses and writes the complement at offset 8 (its serial output
-//!    says what it saw);
+//!    their guest-physical addresses, writes the complement at offset 8, and reads the word at
+//!    each listed probe offset (its serial output says what it saw);
 //! 3. over QMP: `query-pci` shows 10de:<device> with BAR2 and BAR4 of the emulated sizes, 64-bit
-//!    prefetchable, at the addresses the inner kernel used; the monitor's `xp` reads the pattern
-//!    at the BAR4 address; then `quit`;
+//!    prefetchable, at the addresses the inner kernel used; what the inner kernel read must be
+//!    what this program wrote, and all ones past the memory's end (the drivers' read of the part
+//!    of the BAR without memory, upstream `nvgrace_gpu_read_mem()`, which QEMU calls for the part
+//!    of the BAR outside the region's sparse mmap area); the monitor's `xp` at the same addresses
+//!    must read the same; then `quit`;
 //! 4. this program opens the device again and finds the inner machine's writes through its own
 //!    mapping.
 //!
@@ -58,12 +64,14 @@ use nvgrace_guest_tests::Region;
 use nvgrace_guest_tests::DRIVER_NAME;
 use nvgrace_guest_tests::GPU_BDF;
 use serde_json::json;
+use serde_json::Value;
 
 mod inner;
 mod stage2;
 
 use inner::find_gpu;
 use inner::Inner;
+use inner::Qmp;
 use stage2::stage2_tests;
 
 /// Where mkinitramfs puts the guide and the inner machine's kernel.
@@ -94,11 +102,72 @@ const ARM64: bool = cfg!(target_arch = "aarch64");
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const QUIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The pattern words this program writes at offset 0 of each BAR (distinct per interface so a
+/// The pattern word this program writes at offset 0 of each BAR (distinct per interface so a
 /// stale value from the previous run cannot pass).
 fn pattern(iface: Iface, bar: u32) -> u64 {
+    pattern_at(iface, bar, 0)
+}
+
+/// The pattern word at byte `off` of a BAR's memory.
+fn pattern_at(iface: Iface, bar: u32, off: u64) -> u64 {
     let seed = 0x4e56_4752_4143_4500 | (iface as u64) << 4 | u64::from(bar);
-    u64::from_le_bytes(mm::pattern(seed, 0, 8).try_into().unwrap_or([0x5a; 8]))
+    u64::from_le_bytes(mm::pattern(seed, off, 8).try_into().unwrap_or([0x5a; 8]))
+}
+
+/// Where the probe list starts in each BAR: the count, then the offsets, one 64-bit word each
+/// (tests/passthrough/stub.c, probe_bar(), which reads at most [`MAX_PROBES`] of them).
+const PROBE_LIST: u64 = 16;
+const MAX_PROBES: usize = 8;
+
+/// The words the inner kernel reads in a BAR of memory `r`, past the probe list and the first
+/// page: `(offset, what it must read)`. In the memory: the pattern word of that offset, at the
+/// second page, the middle and the last word. Past the memory's end, where the BAR is larger:
+/// all ones (upstream `nvgrace_gpu_read_mem()`: "reads extending beyond the actual device size
+/// is filled with ~0"), at the first word past the end, the middle of the rest, the BAR's last
+/// word.
+fn probes(iface: Iface, bar: u32, r: Region) -> Vec<(u64, u64)> {
+    let page = mm::page_size() as u64;
+    let mut offs = vec![page, (r.memlength / 2) & !7, r.memlength - 8];
+    let inside = offs.len();
+    if r.bar_size > r.memlength {
+        let rest = r.bar_size - r.memlength;
+        offs.extend([r.memlength, r.memlength + ((rest / 2) & !7), r.bar_size - 8]);
+    }
+    offs.iter()
+        .enumerate()
+        .map(|(i, &off)| {
+            let want = if i < inside {
+                pattern_at(iface, bar, off)
+            } else {
+                u64::MAX
+            };
+            (off, want)
+        })
+        .collect()
+}
+
+/// Writes the probe list and the pattern words of the probes inside the memory of `bar`, through
+/// the VFIO region (pwrite), not a mapping.
+fn write_probes(dev: &Device, bar: u32, r: Region, probes: &[(u64, u64)]) -> Outcome {
+    check!(probes.len() <= MAX_PROBES, "{} probes", probes.len());
+    let base = u64::from(bar) << VFIO_PCI_OFFSET_SHIFT;
+    let mut list = (probes.len() as u64).to_le_bytes().to_vec();
+    for &(off, _) in probes {
+        list.extend(off.to_le_bytes());
+    }
+    check_eq!(
+        dev.pwrite(&list, base + PROBE_LIST)?,
+        list.len(),
+        "probe list of BAR{bar}"
+    );
+    for &(off, want) in probes.iter().filter(|(off, _)| *off < r.memlength) {
+        check_eq!(
+            dev.pwrite(&want.to_le_bytes(), base + off)?,
+            8usize,
+            "pattern word at {off:#x} of BAR{bar}"
+        );
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -194,7 +263,88 @@ fn peek(dev: &Device, bar: u32, off: usize) -> Result<u64, Failure> {
     .map_err(|e| format!("mmap of BAR{bar}: {e}"))?;
     Ok(map.read_u64(off))
 }
-/// One interface, steps 1-4 of the module documentation, as five tests.
+/// The address of `bar` in `query-pci`'s entry of the GPU.
+fn bar_address(gpu: &Value, bar: u32) -> Result<u64, Failure> {
+    Ok(gpu["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["bar"].as_u64() == Some(u64::from(bar)))
+        .and_then(|x| x["address"].as_u64())
+        .ok_or_else(|| format!("query-pci has no address of BAR{bar}"))?)
+}
+
+/// The 64-bit word at guest-physical `addr` of the inner machine, as the monitor's `xp` reads it
+/// (through QEMU's memory API: the mapped part of a BAR, or a read of the VFIO region for the
+/// rest), and the monitor's text.
+fn monitor_xp(qmp: &mut Qmp, addr: u64) -> Result<(Option<u64>, String), Failure> {
+    let out = qmp.execute(
+        "human-monitor-command",
+        json!({ "command-line": format!("xp /1gx {addr:#x}") }),
+    )?;
+    let text = out.as_str().unwrap_or_default().to_string();
+    let word = text
+        .split_whitespace()
+        .last()
+        .and_then(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+    Ok((word, text))
+}
+
+/// The probes of [`probes`] inside the memory (`inside`) or past its end: the offset the inner
+/// kernel read must be the one listed, the word it read and the monitor's `xp` there what the
+/// probe says. The words read are observations (the same for both drivers).
+fn check_probes(
+    m: &Inner,
+    qmp: &mut Qmp,
+    gpu: &Value,
+    iface: Iface,
+    bars: &[(u32, Region)],
+    inside: bool,
+) -> Outcome {
+    for &(bar, r) in bars {
+        let addr = bar_address(gpu, bar)?;
+        let all = probes(iface, bar, r);
+        check_eq!(
+            m.value(&format!("bar{bar}_probes")),
+            Some(all.len() as u64),
+            "number of probes the inner kernel found in BAR{bar}"
+        );
+        for (k, &(off, want)) in all.iter().enumerate() {
+            if (off < r.memlength) != inside {
+                continue;
+            }
+            check_eq!(
+                m.value(&format!("bar{bar}_off{k}")),
+                Some(off),
+                "offset of probe {k} of BAR{bar}"
+            );
+            let read = m.value(&format!("bar{bar}_at{k}"));
+            tap::observe(
+                &format!(
+                    "BAR{bar} word at memlength{:+}",
+                    off as i64 - r.memlength as i64
+                ),
+                read.map_or("none".to_string(), |v| format!("{v:#018x}")),
+            );
+            check_eq!(
+                read,
+                Some(want),
+                "word at {off:#x} of BAR{bar} (memory {:#x}, BAR {:#x}) as the inner kernel read it",
+                r.memlength,
+                r.bar_size
+            );
+            let (word, text) = monitor_xp(qmp, addr + off)?;
+            check_eq!(
+                word,
+                Some(want),
+                "monitor xp at {off:#x} of BAR{bar} ({text:?})"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One interface, steps 1-4 of the module documentation, as six tests.
 fn run_interface(t: &mut Harness, iface: Iface, guide: &str, bars: &[(u32, Region)]) {
     let n = iface.name();
     let device_id = nvgrace_guest_tests::model_device_id(&nvgrace_guest_tests::rig_gpu());
@@ -203,8 +353,9 @@ fn run_interface(t: &mut Harness, iface: Iface, guide: &str, bars: &[(u32, Regio
 
     t.test(&format!("{n}_outer_writes_pattern"), || {
         let dev = iface.open()?;
-        for &(bar, _) in bars {
+        for &(bar, r) in bars {
             poke(&dev, bar, &[(0, pattern(iface, bar)), (8, 0)])?;
+            write_probes(&dev, bar, r, &probes(iface, bar, r))?;
         }
         Ok(())
     });
@@ -286,29 +437,27 @@ fn run_interface(t: &mut Harness, iface: Iface, guide: &str, bars: &[(u32, Regio
                 Some(pattern(iface, bar)),
                 "word 0 of BAR{bar} as the inner kernel read it"
             );
-            let addr = gpu["regions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|x| x["bar"].as_u64() == Some(u64::from(bar)))
-                .and_then(|x| x["address"].as_u64())
-                .ok_or("no BAR address")?;
-            let out = qmp.execute(
-                "human-monitor-command",
-                json!({ "command-line": format!("xp /1gx {addr:#x}") }),
-            )?;
-            let text = out.as_str().unwrap_or_default();
-            let word = text
-                .split_whitespace()
-                .last()
-                .and_then(|w| u64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+            let addr = bar_address(&gpu, bar)?;
+            let (word, text) = monitor_xp(&mut qmp, addr)?;
             check_eq!(
                 word,
                 Some(pattern(iface, bar)),
                 "monitor xp at BAR{bar} ({text:?})"
             );
         }
-        Ok(())
+        check_probes(m, &mut qmp, &gpu, iface, bars, true)
+    });
+
+    t.test(&format!("{n}_inner_machine_reads_past_the_memory"), || {
+        if bars.iter().all(|(_, r)| r.bar_size == r.memlength) {
+            return Err(Failure::Skip(
+                "every BAR is exactly its memory in this geometry".into(),
+            ));
+        }
+        let m = inner.as_ref().ok_or_else(stopped)?;
+        let mut qmp = m.qmp()?;
+        let gpu = find_gpu(&mut qmp)?;
+        check_probes(m, &mut qmp, &gpu, iface, bars, false)
     });
 
     if ARM64 {
@@ -351,8 +500,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Per interface: five tests, and on arm64 three of stage 2.
-    let mut t = Harness::new(2 + 2 * if ARM64 { 8 } else { 5 });
+    // Per interface: six tests, and on arm64 three of stage 2.
+    let mut t = Harness::new(2 + 2 * if ARM64 { 9 } else { 6 });
     let guide = fs::read_to_string(GUIDE).unwrap_or_default();
     let bars = memory_bars().unwrap_or_default();
 
