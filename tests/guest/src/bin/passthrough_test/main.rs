@@ -320,10 +320,7 @@ fn check_probes(
             );
             let read = m.value(&format!("bar{bar}_at{k}"));
             tap::observe(
-                &format!(
-                    "BAR{bar} word at memlength{:+}",
-                    off as i64 - r.memlength as i64
-                ),
+                &format!("BAR{bar} probe {k} at {off:#x}"),
                 read.map_or("none".to_string(), |v| format!("{v:#018x}")),
             );
             check_eq!(
