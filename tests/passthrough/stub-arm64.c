@@ -159,30 +159,9 @@ static void assign_bars(u32 dev)
 	wr32(cfg(dev, 0x04), (rd32(cfg(dev, 0x04)) & 0xffff) | 0x2);
 }
 
-/*
- * The probe list the outer side wrote into the BAR: the number of probes (at most MAX_PROBES) at
- * offset 16, then their offsets from the BAR's start, one 64-bit word each from offset 24. Prints
- * each offset and the word read there as barN_offK and barN_atK.
- */
-#define MAX_PROBES 8
-
-static void probe_bar(u32 bar, u64 base)
-{
-	char okey[] = "barN_offK", akey[] = "barN_atK", nkey[] = "barN_probes";
-	u64 n = rd64(base + 16), k;
-
-	okey[3] = akey[3] = nkey[3] = (char)('0' + bar);
-	kv(nkey, n);
-	if (n > MAX_PROBES)
-		n = 0;
-	for (k = 0; k < n; k++) {
-		u64 off = rd64(base + 24 + 8 * k);
-
-		okey[8] = akey[7] = (char)('0' + k);
-		kv(okey, off);
-		kv(akey, rd64(base + off));
-	}
-}
+/* probe_bar(): reads the words the outer side listed, with rd64(). */
+#define PROBE_READ64 rd64
+#include "probe.h"
 
 void stub_main(void)
 {
