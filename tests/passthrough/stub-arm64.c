@@ -12,9 +12,10 @@
  * Specification 3.0, 6.2.5.1), places the 64-bit ones in virt's high PCIe MMIO window (from
  * 0x8000000000) and the 32-bit ones in the low window (from 0x10000000), each aligned to its
  * size, and sets Memory Space Enable. It then reads the first 64-bit word of BAR2 and BAR4,
- * writes the complement of each at offset 8, and prints everything on the PL011 UART
- * (0x09000000) as lines "stub: key=value" that tests/guest/src/bin/passthrough_test.rs parses,
- * the same keys as the x86 stub (stub.c).
+ * writes the complement of each at offset 8, reads the probe words the outer side listed
+ * (probe_bar(), as in stub.c), and prints everything on the PL011 UART (0x09000000) as lines
+ * "stub: key=value" that tests/guest/src/bin/passthrough_test/main.rs parses, the same keys as
+ * the x86 stub (stub.c).
  *
  * After "stub: done" it keeps running (the test reads KVM's stage-2 tables of this VM meanwhile)
  * until the machine's power button is pressed (QMP system_powerdown: without firmware, virt wires
@@ -158,6 +159,10 @@ static void assign_bars(u32 dev)
 	wr32(cfg(dev, 0x04), (rd32(cfg(dev, 0x04)) & 0xffff) | 0x2);
 }
 
+/* probe_bar(): reads the words the outer side listed, with rd64(). */
+#define PROBE_READ64 rd64
+#include "probe.h"
+
 void stub_main(void)
 {
 	static const u32 bars[] = { 2, 4 };
@@ -194,6 +199,7 @@ void stub_main(void)
 		kv(rkey, v);
 		wr64(base + 8, ~v);
 		kv(wkey, ~v);
+		probe_bar(bar, base);
 	}
 	puts_("stub: done\n");
 

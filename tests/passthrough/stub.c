@@ -6,8 +6,9 @@
  * It finds the GPU (vendor 0x10de) on bus 0 through configuration mechanism #1 (ports 0xCF8/0xCFC,
  * PCI Local Bus Specification 3.0, section 3.2.2.3.2), prints its BAR registers, reads the first
  * 64-bit word of BAR2 and BAR4 at the addresses the firmware gave them, writes the complement of
- * each at offset 8, and halts. Everything goes to COM1 (port 0x3F8) as lines "stub: key=value"
- * that tests/guest/src/bin/passthrough_test.rs parses.
+ * each at offset 8, reads the probe words the outer side listed (probe_bar(): offsets into the
+ * memory and past its end), and halts. Everything goes to COM1 (port 0x3F8) as lines
+ * "stub: key=value" that tests/guest/src/bin/passthrough_test/main.rs parses.
  *
  * The BARs are 64-bit and the firmware may place them above 4 GiB, so accesses go through a 2 MiB
  * PAE window (Intel SDM Vol. 3A, 4.4 "PAE paging"): linear [0, 3 GiB) is identity-mapped and the
@@ -137,6 +138,10 @@ static void write64(u64 pa, u64 v)
 	p[1] = (u32)(v >> 32);
 }
 
+/* probe_bar(): reads the words the outer side listed, with read64(). */
+#define PROBE_READ64 read64
+#include "probe.h"
+
 void stub_main(void)
 {
 	static const u32 bars[] = { 2, 4 };
@@ -176,6 +181,7 @@ void stub_main(void)
 		kv(rkey, v);
 		write64(base + 8, ~v);
 		kv(wkey, ~v);
+		probe_bar(bar, base);
 	}
 	serial_puts("stub: done\n");
 }

@@ -18,6 +18,7 @@
 //! bar0-write off=0x0100 len=4 val=0x00000001   BAR0 write (ignored by the device)
 //! bar2-read off=0x0000 len=8 val=0x0000000000000000
 //! bar2-write off=0x1000 len=1 val=0x5a
+//! bar4-read off=0x0000 len=4 val=0x00000000    BAR4 read (always 0; writes ignored)
 //! reset cause=flr                              Device Control bit 15 written
 //! reset cause=vfio-user                        the client's device reset
 //! not-ready cause=control                      not_ready_now=1 in the control file
@@ -64,6 +65,8 @@ pub enum Space {
     Bar0,
     /// BAR2/3, the RAM window (`bar2`).
     Bar2,
+    /// BAR4/5, which reads 0 (`bar4`).
+    Bar4,
 }
 
 impl Space {
@@ -72,6 +75,7 @@ impl Space {
             Space::Config => "cfg",
             Space::Bar0 => "bar0",
             Space::Bar2 => "bar2",
+            Space::Bar4 => "bar4",
         }
     }
 }

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::differences;
+use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::gpumem::OpenGpu;
@@ -33,8 +35,6 @@ use nvgrace_guest_tests::mm::Child;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
-use nvgrace_guest_tests::differences;
-use nvgrace_guest_tests::differences::Build;
 use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
@@ -450,7 +450,10 @@ fn flapping_test(ctx: &Ctx) -> Outcome {
             polls.ready_reads,
             ended.iter().map(Ended::show).collect::<Vec<_>>().join("; ")
         ));
-        succeeded += ended.iter().filter(|e| e.end == ChildEnd::Exited(0)).count();
+        succeeded += ended
+            .iter()
+            .filter(|e| e.end == ChildEnd::Exited(0))
+            .count();
         recover(ctx)?;
         check_words(ctx, round, "after flapping")?;
         check_writes(ctx, &ended)?;

@@ -50,7 +50,6 @@ use nvgrace_guest_tests::vfio::region;
 use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::GPU_BDF;
 
-
 /// The model's readiness delay after the reset of `config_write_fault_keeps_config_reads`, in
 /// ms: far longer than the FLR itself (up to ~240 ms seen) and than a config read under TCG.
 const READY_DELAY_MS: u64 = 2_000;

@@ -18,6 +18,7 @@ use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::vfio::ioctl;
@@ -26,22 +27,36 @@ use nvgrace_guest_tests::vfio::VFIO_PCI_OFFSET_SHIFT;
 use nvgrace_guest_tests::GPU_BDF;
 use vfio_bindings::bindings::vfio as uapi;
 
+/// The physical BAR4 of the GPU model: 64 MiB (tests/gpu-model).
+const MODEL_BAR4_SIZE: u64 = 64 << 20;
+
 /// Open/close cycles, as the suite's specification asks.
 const CYCLES: usize = 100;
 
 /// `VFIO_DEVICE_FEATURE_DMA_BUF` for `len` bytes at the start of region `index`: the dma-buf fd,
 /// or the errno.
 fn export_dmabuf(dev: &Device, index: u32, len: u64) -> Result<OwnedFd, i32> {
-    // vfio_device_feature (8 bytes) + vfio_device_feature_dma_buf (16) + one range (16), as u64s.
-    let mut buf = [0u64; 5];
-    let bytes = 8 + 16 + 16;
+    export_dmabuf_ranges(dev, index, &[(0, len)])
+}
+
+/// `VFIO_DEVICE_FEATURE_DMA_BUF` for the `(offset, length)` byte ranges of region `index`, in
+/// order: the dma-buf fd, or the errno.
+fn export_dmabuf_ranges(dev: &Device, index: u32, ranges: &[(u64, u64)]) -> Result<OwnedFd, i32> {
+    // vfio_device_feature (8 bytes) + vfio_device_feature_dma_buf (16) + 16 per range, as u64s.
+    let mut buf = vec![0u64; 3 + 2 * ranges.len()];
+    let bytes = 8 * buf.len();
     buf[0] = u64::from(bytes as u32)
         | (u64::from(uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_BUF) << 32);
-    buf[1] = u64::from(index) | (u64::from(libc::O_CLOEXEC as u32) << 32);
-    buf[2] = 1u64 << 32; // flags 0, nr_ranges 1
-    buf[3] = 0; // range offset
-    buf[4] = len;
-    // SAFETY: `buf` is the feature header, the dma-buf request and one range, as the kernel expects.
+    // Opened read-write, so that an mmap of it is refused for what the dma-buf is, not for the
+    // file's mode.
+    buf[1] = u64::from(index) | (u64::from((libc::O_RDWR | libc::O_CLOEXEC) as u32) << 32);
+    buf[2] = (ranges.len() as u64) << 32; // flags 0, nr_ranges
+    for (i, &(offset, length)) in ranges.iter().enumerate() {
+        buf[3 + 2 * i] = offset;
+        buf[4 + 2 * i] = length;
+    }
+    // SAFETY: `buf` is the feature header, the dma-buf request and its ranges, as the kernel
+    // expects.
     let r = unsafe {
         libc::ioctl(
             dev.fd.as_raw_fd(),
@@ -54,6 +69,28 @@ fn export_dmabuf(dev: &Device, index: u32, len: u64) -> Result<OwnedFd, i32> {
     }
     // SAFETY: The ioctl returned a new fd.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// The size of a dma-buf as its file reports it: `lseek(SEEK_END)` (dma_buf_llseek()).
+fn dmabuf_size(fd: &OwnedFd) -> Result<u64, Failure> {
+    // SAFETY: lseek on an fd this process owns.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+    u64::try_from(r)
+        .map_err(|_| Failure::Fail(format!("lseek: {}", std::io::Error::last_os_error())))
+}
+
+/// A field of the dma-buf's `/proc/self/fdinfo` (dma_buf_show_fdinfo()).
+fn dmabuf_fdinfo(fd: &OwnedFd, field: &str) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| Failure::Fail(format!("no {field} in the dma-buf's fdinfo")))
+}
+
+/// The errno of an export, for observations.
+fn export_errno(r: &Result<OwnedFd, i32>) -> String {
+    tap::errno_name(r.as_ref().err().copied())
 }
 
 /// The errno of a failed call.
@@ -135,17 +172,91 @@ fn main() {
     });
 
     t.test("dmabuf_usemem", || {
-        if regions.is_none() {
+        let Some((usemem, _)) = regions else {
             return Err(Failure::Skip("no GPU memory described".into()));
-        }
-        // vfio-pci-core exports only regions whose physical BAR it can mmap, before asking the
-        // driver; the GPU model has no physical BAR4 (a GH200 has one), so on this rig both builds
-        // refuse usemem with ENODEV. The export path itself is covered by `dmabuf_resmem`.
-        check_eq!(
-            export_dmabuf(&dev, 4, 1 << 21).err(),
-            Some(libc::ENODEV),
-            "export of usemem on the rig"
+        };
+        let page = mm::page_size() as u64;
+        let len = usemem.memlength;
+        // The model has a physical BAR4, so vfio-pci-core, which checks that it mapped
+        // that BAR, lets the request through to the driver (vfio_pci_core_feature_dma_buf()).
+        // Only the driver, answering with usemem, accepts a range past the physical BAR's end
+        // and refuses one that ends past the memory even where it is still inside the BAR
+        // (upstream nvgrace_get_dmabuf_phys() -> vfio_pci_core_fill_phys_vec(memphys,
+        // memlength)).
+        check!(
+            len > MODEL_BAR4_SIZE,
+            "usemem {len:#x} not larger than the physical BAR4"
         );
+        let whole = export_dmabuf(&dev, 4, len)
+            .map_err(|e| Failure::Fail(format!("export of all {len:#x} bytes: errno {e}")))?;
+        check_eq!(
+            dmabuf_size(&whole)?,
+            len,
+            "size of the whole-usemem dma-buf"
+        );
+        check_eq!(
+            dmabuf_fdinfo(&whole, "size")?,
+            len.to_string(),
+            "fdinfo size"
+        );
+        // The exporter is vfio-pci-core's, whichever driver answered for the ranges.
+        let exporter = dmabuf_fdinfo(&whole, "exp_name")?;
+        check_eq!(exporter.as_str(), "vfio_pci_core", "exporter");
+        // Its dma_buf_ops have no mmap: user space cannot map it (dma_buf_mmap_internal()).
+        let m = mm::mmap_shared(&whole, 0, page as usize);
+        check_eq!(
+            m.as_ref().err().and_then(|e| e.raw_os_error()),
+            Some(libc::EINVAL),
+            "mmap of the dma-buf"
+        );
+        // Two ranges, the first and the last page of the memory: one dma-buf of both.
+        let two = export_dmabuf_ranges(&dev, 4, &[(0, page), (len - page, page)])
+            .map_err(|e| Failure::Fail(format!("export of the first and last pages: errno {e}")))?;
+        check_eq!(
+            dmabuf_size(&two)?,
+            2 * page,
+            "size of the two-range dma-buf"
+        );
+        drop((whole, two));
+        // Refused: past the memory's end (inside the BAR when the memory is shorter than it);
+        // a range that wraps the physical address (the driver adds memphys); and the checks
+        // vfio-pci-core makes before the driver: no length, an offset that is not page-aligned.
+        let cases = [
+            (
+                "a page past the memory",
+                vec![(0, len + page)],
+                libc::EINVAL,
+            ),
+            ("the page after the memory", vec![(len, page)], libc::EINVAL),
+            (
+                "the last page, then one past",
+                vec![(0, page), (len - page, 2 * page)],
+                libc::EINVAL,
+            ),
+            (
+                "an offset that wraps",
+                vec![(!(page - 1), page)],
+                libc::EOVERFLOW,
+            ),
+            ("no length", vec![(0, 0)], libc::EINVAL),
+            (
+                "an offset not page-aligned",
+                vec![(page / 2, page)],
+                libc::EINVAL,
+            ),
+        ];
+        for (what, ranges, want) in cases {
+            let r = export_dmabuf_ranges(&dev, 4, &ranges);
+            tap::observe(&format!("usemem export of {what}"), export_errno(&r));
+            check_eq!(r.err(), Some(want), "usemem export of {what}");
+        }
+        if usemem.bar_size > len {
+            // The part of the BAR past the memory is not memory: nothing there exports.
+            let r = export_dmabuf_ranges(&dev, 4, &[(usemem.bar_size - page, page)]);
+            tap::observe("usemem export of the BAR's last page", export_errno(&r));
+            check_eq!(r.err(), Some(libc::EINVAL), "export of the BAR's last page");
+        }
+        tap::observe("usemem dma-buf sizes", format!("{len:#x} {:#x}", 2 * page));
         Ok(())
     });
 

@@ -64,9 +64,9 @@ extern "C" fn report_and_exit(_sig: libc::c_int, info: *mut libc::siginfo_t, _: 
     unsafe {
         *out = (*info).si_code as i64;
         *out.add(1) = (*info).si_addr() as i64;
-        *out.add(2) = std::ptr::read_unaligned(
-            (info as *const u8).add(mm::SI_ADDR_LSB_OFFSET) as *const i16,
-        ) as i64;
+        *out.add(2) =
+            std::ptr::read_unaligned((info as *const u8).add(mm::SI_ADDR_LSB_OFFSET) as *const i16)
+                as i64;
         libc::_exit(EXIT_SIGBUS);
     }
 }
@@ -236,7 +236,11 @@ fn huge_mapping_around_it(dev: &Device, m: &GpuMem) -> Outcome {
     let pages_in_pmd = (pmd / page_size()) as u64;
     // The second PMD where usemem has one, else the first (one PMD of 64 KiB pages is 512 MiB,
     // the rig's whole usemem); pages from the middle of it, past memory_failure_test's.
-    let pmd_off = if m.memlength >= 2 * pmd as u64 { pmd as u64 } else { 0 };
+    let pmd_off = if m.memlength >= 2 * pmd as u64 {
+        pmd as u64
+    } else {
+        0
+    };
     if pmd_off + pmd as u64 > m.memlength {
         return Err(Failure::Skip(format!(
             "usemem ({:#x} bytes) holds no PMD of {pmd:#x} bytes",
@@ -260,7 +264,10 @@ fn huge_mapping_around_it(dev: &Device, m: &GpuMem) -> Outcome {
     } else {
         1
     };
-    println!("# huge_mapping_around_it: {} good pages touched with {faults} faults", n - 1);
+    println!(
+        "# huge_mapping_around_it: {} good pages touched with {faults} faults",
+        n - 1
+    );
     check_eq!(
         faults,
         want,
@@ -319,7 +326,9 @@ fn main() {
         Ok(())
     });
     t.test("refault_after_reset", || {
-        let w = window.as_ref().ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
+        let w = window
+            .as_ref()
+            .ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
         dev.reset()?;
         expect_refault("after VFIO_DEVICE_RESET", w.poisoned_addr())?;
         check_eq!(
@@ -330,7 +339,9 @@ fn main() {
         Ok(())
     });
     t.test("refault_after_munmap_mmap", || {
-        window.take().ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
+        window
+            .take()
+            .ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
         let w = Window::map(&dev, &usemem)?;
         expect_refault("in a new mapping", w.poisoned_addr())
     });
@@ -371,9 +382,8 @@ fn main() {
         let listing = debugfs_listing();
         let log = sys::kernel_log()?;
         let logged = |off: u64| {
-            log.iter().any(|l| {
-                l.contains(&format!("memory failure at usemem offset {off:#x} (PFN"))
-            })
+            log.iter()
+                .any(|l| l.contains(&format!("memory failure at usemem offset {off:#x} (PFN")))
         };
         let off = page_off(WINDOW + POISONED as u64);
         if poisoned_pages_stay_poisoned() {
@@ -396,7 +406,10 @@ fn main() {
                 listing.is_err(),
                 "upstream has a debugfs listing of poisoned pages?"
             );
-            check!(!logged(off), "upstream logged the record of a poisoned page?");
+            check!(
+                !logged(off),
+                "upstream logged the record of a poisoned page?"
+            );
         }
         Ok(())
     });

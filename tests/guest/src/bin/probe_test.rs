@@ -26,6 +26,8 @@ use nvgrace_guest_tests::GPU_BDF;
 
 /// The model's physical BAR2: 32 MiB (tests/gpu-model).
 const MODEL_BAR2_SIZE: u64 = 32 << 20;
+/// The physical BAR4 of the GPU model: 64-bit prefetchable, 64 MiB (tests/gpu-model).
+const MODEL_BAR4_SIZE: u64 = 64 << 20;
 /// The readiness delay used to check that probe waits, in ms: longer than a poll interval on
 /// the BAR0 path; on the CXL path below the 1 s in which Memory_Info_Valid must appear (the
 /// model raises valid and active together).
@@ -104,7 +106,7 @@ fn main() {
             // No memory described (or size 0): plain vfio-pci-core, the model's real BARs.
             None => {
                 check_eq!(bar2.size, MODEL_BAR2_SIZE, "BAR2 without GPU memory");
-                check_eq!(bar4.size, 0u64, "BAR4 without GPU memory");
+                check_eq!(bar4.size, MODEL_BAR4_SIZE, "BAR4 without GPU memory");
             }
             Some((usemem, resmem)) => {
                 check_eq!(bar4.size, usemem.bar_size, "usemem BAR4 size");

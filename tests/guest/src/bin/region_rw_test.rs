@@ -5,7 +5,6 @@
 //! `nvgrace_gpu_read_mem()`/`_write_mem()`): every boundary, the all-ones fill past the memory,
 //! dropped writes, access widths and large buffers.
 
-
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::differences::resmem_stops_at_memlength;
@@ -277,11 +276,7 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     let data = pattern(off, 1 << 20, 0xa5);
     check_eq!(dev.pwrite(&data, at(off))?, data.len(), "1 MiB write");
     let mut back = vec![0u8; data.len()];
-    check_eq!(
-        dev.pread(&mut back, at(off))?,
-        data.len(),
-        "1 MiB read"
-    );
+    check_eq!(dev.pread(&mut back, at(off))?, data.len(), "1 MiB read");
     check!(back == data, "1 MiB read-back differs");
     if r.memlength < r.bar_size {
         if index == 2 {
