@@ -17,6 +17,7 @@ pub mod model;
 pub mod pgattr;
 pub mod sys;
 pub mod tap;
+pub mod timing;
 pub mod vfio;
 
 /// The GPU function under test, as the rig places it (root bus, slot 5: q35 on x86_64, `virt` on
