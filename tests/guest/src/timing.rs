@@ -35,6 +35,11 @@ impl Bounds {
         Self { lower, upper }
     }
 
+    /// Whether `took` lies within the bounds.
+    pub fn contains(&self, took: Duration) -> bool {
+        took + CALIBRATION >= self.lower && took <= self.upper
+    }
+
     /// The bucket a time falls in: `"LO..HI"` within the bounds, else below or above them.
     pub fn bucket(&self, took: Duration) -> String {
         if took + CALIBRATION < self.lower {
@@ -52,7 +57,7 @@ impl Bounds {
         let bucket = self.bucket(took);
         tap::observe(key, &bucket);
         tap::diag(format!("{what}: {took:.2?} ({bucket})"));
-        if bucket.contains("..") {
+        if self.contains(took) {
             Ok(())
         } else {
             Err(Failure::Fail(format!(
