@@ -139,17 +139,29 @@ fn info_valid_late(ctx: &Ctx) -> Outcome {
         polls.iter().all(|s| s & model::CXL_MEM_INFO_VALID == 0),
         "the model set Memory_Info_Valid early: {polls:x?}"
     );
+    timed_out(r, "Memory_Info_Valid", INFO_VALID_BUDGET, late, pread)
+}
+
+/// Checks that a pread for a bit (`what`) that comes `delay` after the reset failed with ETIME
+/// after `budget` (the pread alone took `pread`), before the bit would have come.
+fn timed_out(
+    r: std::io::Result<u64>,
+    what: &str,
+    budget: Duration,
+    delay: Duration,
+    pread: Duration,
+) -> Outcome {
     check_eq!(
         r.map_err(|e| e.raw_os_error()),
         Err(Some(libc::ETIME)),
-        "pread with Memory_Info_Valid {late:?} after the reset"
+        "pread with {what} {delay:?} after the reset (budget {budget:?})"
     );
-    let bounds = Bounds::new(INFO_VALID_BUDGET, INFO_VALID_BUDGET + QUANTUM + SLACK);
+    let bounds = Bounds::new(budget, budget + QUANTUM + SLACK);
     check!(
-        bounds.upper < late,
+        bounds.upper < delay,
         "the upper bound must stay below the delay"
     );
-    bounds.check("wait", "wait for Memory_Info_Valid", pread)
+    bounds.check("wait", &format!("wait for {what}"), pread)
 }
 
 /// Memory_Info_Valid after 300 ms, Memory_Active 2.5 s after the reset, within the 4 s the
@@ -188,17 +200,7 @@ fn active_past_timeout(ctx: &Ctx) -> Outcome {
     let active = Duration::from_secs(9);
     let (r, _, pread, _) = reset_and_read(ctx, v, Duration::ZERO, Some(active))?;
     recover(ctx, v)?;
-    check_eq!(
-        r.map_err(|e| e.raw_os_error()),
-        Err(Some(libc::ETIME)),
-        "pread with Memory_Active {active:?} after the reset (timeout {ACTIVE_TIMEOUT:?})"
-    );
-    let bounds = Bounds::new(ACTIVE_TIMEOUT, ACTIVE_TIMEOUT + QUANTUM + SLACK);
-    check!(
-        bounds.upper < active,
-        "the upper bound must stay below the delay"
-    );
-    bounds.check("wait", "wait for Memory_Active", pread)
+    timed_out(r, "Memory_Active", ACTIVE_TIMEOUT, active, pread)
 }
 
 /// A pread waiting for a Memory_Active that never comes, with the longest timeout the field can
