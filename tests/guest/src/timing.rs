@@ -67,3 +67,20 @@ impl Bounds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_name_the_bounds_or_the_side_missed() {
+        let b = Bounds::new(Duration::from_secs(30), Duration::from_secs(45));
+        assert_eq!(b.bucket(Duration::from_millis(30_700)), "30s..45s");
+        // The calibration margin below the lower bound, and no more.
+        assert!(b.contains(Duration::from_millis(29_960)));
+        assert_eq!(b.bucket(Duration::from_millis(29_900)), "below 30s");
+        assert!(!b.contains(Duration::from_millis(29_900)));
+        assert_eq!(b.bucket(Duration::from_millis(45_001)), "above 45s");
+        assert!(b.contains(Duration::from_secs(45)));
+    }
+}
