@@ -253,8 +253,10 @@ impl fmt::Display for Variant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LiveState {
     /// Whether the device has finished its (emulated) power-on or reset
-    /// sequence.
+    /// sequence (and, on CXL devices, Memory_Active is set).
     pub ready: bool,
+    /// CXL: whether Memory_Info_Valid is set.
+    pub info_valid: bool,
     /// Memory_Active_Timeout field value, 0..=7 (only the low 3 bits count).
     pub cxl_timeout: u8,
 }
@@ -279,15 +281,17 @@ pub fn dvsec_header1(vendor: u16, revision: u8, length: u16) -> u32 {
 }
 
 /// Value of the CXL Range 1 Size Low register (CXL r4.0 §8.1.3.8.2) for a
-/// device in `live` state: Memory_Info_Valid and Memory_Active follow
-/// readiness, Memory_Active_Timeout is `live.cxl_timeout`, Memory_Size_Low
-/// (bits 31:28) and everything else is 0.
+/// device in `live` state: Memory_Info_Valid is `live.info_valid`,
+/// Memory_Active follows readiness, Memory_Active_Timeout is
+/// `live.cxl_timeout`, Memory_Size_Low (bits 31:28) and everything else is 0.
 pub fn cxl_range1_size_low(live: LiveState) -> u32 {
-    let status = if live.ready {
-        CXL_MEMORY_INFO_VALID | CXL_MEMORY_ACTIVE
-    } else {
-        0
-    };
+    let mut status = 0;
+    if live.info_valid {
+        status |= CXL_MEMORY_INFO_VALID;
+    }
+    if live.ready {
+        status |= CXL_MEMORY_ACTIVE;
+    }
     let timeout = u32::from(live.cxl_timeout) & CXL_MEMORY_ACTIVE_TIMEOUT_MASK;
     status | (timeout << CXL_MEMORY_ACTIVE_TIMEOUT_SHIFT)
 }

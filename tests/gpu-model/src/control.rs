@@ -12,6 +12,7 @@
 //! | `never_ready` | `0` or `1` | `1`: after the next reset, readiness never returns |
 //! | `power_on_delay_ms` | milliseconds or `never` | only read at start: the model starts not ready for that long, and no reset makes it ready sooner (`never`: never ready at all) |
 //! | `cxl_timeout` | `0`..=`7` | Memory_Active_Timeout field of the CXL DVSEC (applies at once) |
+//! | `cxl_info_valid_delay_ms` | milliseconds or `never` | CXL: Memory_Info_Valid is set this long after each power-on or reset, apart from Memory_Active (which `ready_delay_ms` governs); without the key it is set and cleared with Memory_Active (applies at once, counted from the last reset) |
 //! | `not_ready_now` | `1` | drop readiness now, as a reset would, without resetting registers; applied once per change of the file |
 //! | `flap_ready_ms` | milliseconds | with `flap_not_ready_ms`, both non-zero: once ready, readiness flaps, this long ready, then that long not ready, ... (applies at once) |
 //! | `flap_not_ready_ms` | milliseconds | see `flap_ready_ms` |
@@ -105,6 +106,9 @@ pub struct Settings {
     pub power_on_delay: Option<Delay>,
     /// Memory_Active_Timeout field value, 0..=7.
     pub cxl_timeout: u8,
+    /// CXL: delay of Memory_Info_Valid after each power-on or reset; `None`:
+    /// it follows readiness, as Memory_Active does.
+    pub cxl_info_valid_delay: Option<Delay>,
     /// Flapping readiness: length of each ready period in milliseconds
     /// (flapping needs both this and `flap_not_ready_ms` non-zero).
     pub flap_ready_ms: u64,
@@ -147,6 +151,8 @@ pub struct Overrides {
     pub power_on_delay: Option<Delay>,
     /// `cxl_timeout=0..7`
     pub cxl_timeout: Option<u8>,
+    /// `cxl_info_valid_delay_ms=N|never`
+    pub cxl_info_valid_delay: Option<Delay>,
     /// `not_ready_now=1`
     pub not_ready_now: bool,
     /// `flap_ready_ms=N`
@@ -181,6 +187,9 @@ impl Overrides {
                 "never_ready" => parse_bool(value).map(|v| o.never_ready = Some(v)),
                 "power_on_delay_ms" => Delay::parse(value).map(|v| o.power_on_delay = Some(v)),
                 "cxl_timeout" => parse_cxl_timeout(value).map(|v| o.cxl_timeout = Some(v)),
+                "cxl_info_valid_delay_ms" => {
+                    Delay::parse(value).map(|v| o.cxl_info_valid_delay = Some(v))
+                }
                 "not_ready_now" => parse_bool(value).map(|v| o.not_ready_now = v),
                 "flap_ready_ms" => parse_ms(value).map(|v| o.flap_ready_ms = Some(v)),
                 "flap_not_ready_ms" => parse_ms(value).map(|v| o.flap_not_ready_ms = Some(v)),
@@ -202,6 +211,7 @@ impl Overrides {
             never_ready: self.never_ready.unwrap_or(base.never_ready),
             power_on_delay: self.power_on_delay.or(base.power_on_delay),
             cxl_timeout: self.cxl_timeout.unwrap_or(base.cxl_timeout),
+            cxl_info_valid_delay: self.cxl_info_valid_delay.or(base.cxl_info_valid_delay),
             flap_ready_ms: self.flap_ready_ms.unwrap_or(base.flap_ready_ms),
             flap_not_ready_ms: self.flap_not_ready_ms.unwrap_or(base.flap_not_ready_ms),
             bar0_all_ones: self.bar0_all_ones.unwrap_or(base.bar0_all_ones),
@@ -318,7 +328,8 @@ mod tests {
     fn parses_keys_and_warns_about_the_rest() {
         let text = "# comment\n\nready_delay_ms = 250\nnever_ready=1\npower_on_delay_ms=never\n\
                     cxl_timeout=3\nnot_ready_now=1\nbogus=2\ncxl_timeout=9\nnoequals\n\
-                    flap_ready_ms=40\nflap_not_ready_ms=20\nbar0_all_ones=1\nbar0_all_ones=2\n";
+                    flap_ready_ms=40\nflap_not_ready_ms=20\nbar0_all_ones=1\nbar0_all_ones=2\n\
+                    cxl_info_valid_delay_ms=1500\ncxl_info_valid_delay_ms=soon\n";
         let (o, warnings) = Overrides::parse(text);
         assert_eq!(
             o,
@@ -331,9 +342,11 @@ mod tests {
                 flap_ready_ms: Some(40),
                 flap_not_ready_ms: Some(20),
                 bar0_all_ones: Some(true),
+                cxl_info_valid_delay: Some(Delay::Ms(1500)),
             }
         );
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
+        assert!(warnings[4].starts_with("line 16:"), "{warnings:?}");
         assert!(warnings[3].starts_with("line 14:"), "{warnings:?}");
         assert!(warnings[0].contains("unknown key 'bogus'"));
         assert!(warnings[1].starts_with("line 9:"));
@@ -362,6 +375,9 @@ mod tests {
         assert!(s.bar0_all_ones);
         let (o, _) = Overrides::parse("flap_ready_ms=30");
         assert_eq!(o.apply(&cli).flap(), None, "both periods are needed");
+        assert_eq!(s.cxl_info_valid_delay, None, "follows Memory_Active by default");
+        let (o, _) = Overrides::parse("cxl_info_valid_delay_ms=never");
+        assert_eq!(o.apply(&cli).cxl_info_valid_delay, Some(Delay::Never));
         let never = Settings {
             never_ready: true,
             ..cli

@@ -239,8 +239,12 @@ impl GpuDevice {
     }
 
     fn live(&self) -> LiveState {
+        let now = self.clock.now();
         LiveState {
-            ready: self.is_ready(),
+            ready: self.readiness.is_ready(now),
+            info_valid: self
+                .readiness
+                .info_valid(now, self.settings.cxl_info_valid_delay),
             cxl_timeout: self.settings.cxl_timeout,
         }
     }

@@ -4,9 +4,13 @@
 //! A real Grace Hopper/Blackwell GPU is not usable right after power-on or a
 //! reset: firmware first brings up the C2C link and trains the HBM, and the
 //! nvgrace-gpu-vfio-pci driver polls status registers in BAR0 (or, on CXL
-//! devices, Memory_Active in the CXL DVSEC) until they say so. The model
-//! reduces this to one deadline: the device is ready once the clock passes
-//! `ready_at`, or never when there is no deadline.
+//! devices, Memory_Info_Valid and then Memory_Active in the CXL DVSEC) until
+//! they say so. The model reduces this to one deadline: the device is ready
+//! (BAR0 status ready, Memory_Active set) once the clock passes `ready_at`, or
+//! never when there is no deadline. On CXL devices Memory_Info_Valid can have
+//! a deadline of its own ([`Readiness::info_valid`]), so that the two phases
+//! of the drivers' CXL wait (Memory_Info_Valid within 1 s, then Memory_Active
+//! within the announced timeout, CXL r4.0 8.1.3.8.2) can each be exercised.
 //!
 //! For fault injection, readiness can also flap ([`Flap`]): once ready, the
 //! device alternates between ready and not ready periods, as a GPU whose link
@@ -16,6 +20,8 @@
 //! Time comes from a [`Clock`] so that tests can use a fake one.
 
 use std::time::{Duration, Instant};
+
+use crate::control::Delay;
 
 /// A source of monotonic time.
 pub trait Clock {
@@ -78,6 +84,9 @@ pub struct Readiness {
     /// The readiness [`Readiness::observe`] last reported (a restart counts
     /// as not ready without being reported).
     observed_ready: bool,
+    /// The last power-on or restart, from which a separate Memory_Info_Valid
+    /// delay counts.
+    restarted_at: Instant,
 }
 
 impl Readiness {
@@ -89,6 +98,7 @@ impl Readiness {
             power_on_at: at,
             flap: None,
             observed_ready: false,
+            restarted_at: now,
         }
     }
 
@@ -110,6 +120,21 @@ impl Readiness {
             _ => None,
         };
         self.observed_ready = false;
+        self.restarted_at = now;
+    }
+
+    /// Whether Memory_Info_Valid is set at `now`. With `delay` `None` it
+    /// follows readiness (set and cleared with Memory_Active, flapping with
+    /// it); otherwise it is set `delay` after the last power-on or restart
+    /// (never with [`Delay::Never`]) and stays set until the next restart,
+    /// whatever Memory_Active does. The power-on deadline is no floor here:
+    /// Memory_Info_Valid only says that the range registers are valid.
+    pub fn info_valid(&self, now: Instant, delay: Option<Delay>) -> bool {
+        match delay {
+            None => self.is_ready(now),
+            Some(Delay::Never) => false,
+            Some(Delay::Ms(ms)) => now >= self.restarted_at + Duration::from_millis(ms),
+        }
     }
 
     /// Whether the device is ready at `now`.
@@ -285,5 +310,39 @@ pub mod tests {
         r.restart(clock.now(), None);
         clock.advance_ms(1_000);
         assert!(!r.is_ready(clock.now()));
+    }
+
+    #[test]
+    fn memory_info_valid_has_its_own_delay() {
+        let clock = FakeClock::new();
+        let mut r = Readiness::new(clock.now(), Some(Duration::from_millis(2_500)));
+        // Without a delay of its own it follows readiness.
+        assert!(!r.info_valid(clock.now(), None));
+        let valid = Some(Delay::Ms(300));
+        assert!(!r.info_valid(clock.now(), valid));
+        clock.advance_ms(299);
+        assert!(!r.info_valid(clock.now(), valid));
+        clock.advance_ms(1);
+        assert!(r.info_valid(clock.now(), valid), "valid 300 ms after power-on");
+        assert!(!r.is_ready(clock.now()), "Memory_Active still pending");
+        assert!(!r.info_valid(clock.now(), Some(Delay::Never)));
+        clock.advance_ms(2_200);
+        assert!(r.is_ready(clock.now()));
+        assert!(r.info_valid(clock.now(), None));
+        // A restart clears it and restarts its countdown, independently of
+        // Memory_Active's (here ready before Memory_Info_Valid).
+        r.restart(clock.now(), Some(Duration::ZERO));
+        assert!(r.is_ready(clock.now()));
+        assert!(!r.info_valid(clock.now(), Some(Delay::Ms(1_500))));
+        clock.advance_ms(1_499);
+        assert!(!r.info_valid(clock.now(), Some(Delay::Ms(1_500))));
+        clock.advance_ms(1);
+        assert!(r.info_valid(clock.now(), Some(Delay::Ms(1_500))));
+        // It does not flap with readiness.
+        r.set_flap(clock.now(), Flap::from_ms(10, 10));
+        clock.advance_ms(15);
+        assert!(!r.is_ready(clock.now()));
+        assert!(r.info_valid(clock.now(), Some(Delay::Ms(0))));
+        assert!(!r.info_valid(clock.now(), None), "follows the flap without a delay");
     }
 }

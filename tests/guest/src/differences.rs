@@ -16,7 +16,8 @@
 //!    On the CXL path with readiness that flaps (device_fault_test), upstream's two tests of
 //!    Memory_Active, when the access starts and 1 s later, can both land in not-ready periods,
 //!    and the access fails with ETIME; the Rust driver's polls find a ready period.
-//!    Tests: `readiness_poll_test`; `device_fault_test` (`flapping_readiness_succeeds_or_fails_cleanly`).
+//!    Tests: `readiness_poll_test` (BAR0 and CXL paths); `device_fault_test`
+//!    (`flapping_readiness_succeeds_or_fails_cleanly`).
 //! 3. **resmem reads and writes that cross the end of the memory** (found while testing, kept
 //!    on purpose). Upstream's `nvgrace_gpu_read_mem()`/`_write_mem()` return the byte count of
 //!    `vfio_pci_core_do_io_rw()` as if it were an error code for resmem, so such a read returns

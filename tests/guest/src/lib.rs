@@ -21,6 +21,7 @@ pub mod pgattr;
 pub mod rng;
 pub mod sys;
 pub mod tap;
+pub mod timing;
 pub mod vfio;
 pub mod workers;
 
@@ -73,6 +74,26 @@ pub struct Region {
     pub memlength: u64,
     /// The BAR size, a power of two.
     pub bar_size: u64,
+}
+
+/// The errno probe must fail with for the rig's memory description, from the driver's own
+/// layout code (src/layout.rs, upstream `nvgrace_gpu_init_nvdev_struct()`): `EOVERFLOW` when
+/// an address or size computation overflows (memory smaller than the 1 GiB resmem carve-out of
+/// a GH200, or usemem ending past 2^64), `EINVAL` when usemem rounds down to 0 bytes; `None`
+/// when probe succeeds or there is no memory to lay out.
+pub fn expected_probe_errno() -> Option<i32> {
+    if std::env::var("RIG_DSD").ok().as_deref() == Some("0") {
+        return None;
+    }
+    let size: u64 = std::env::var("RIG_MEM_SIZE").ok()?.parse().ok()?;
+    if size == 0 {
+        return None;
+    }
+    match layout::Layout::new(aperture_base(), size, rig_gpu() == "gh200") {
+        Ok(_) => None,
+        Err(layout::LayoutError::Overflow) => Some(libc::EOVERFLOW),
+        Err(layout::LayoutError::NoUsemem) => Some(libc::EINVAL),
+    }
 }
 
 /// The regions the driver should present for the rig's GPU, computed with the driver's own

@@ -103,6 +103,25 @@ pub const HBM_TRAINING_STATUS: u64 = hw::BAR0_HBM_TRAINING_STATUS;
 /// The value both status registers read when the GPU is ready.
 pub const STATUS_READY: u64 = hw::BAR0_STATUS_READY as u64;
 
+/// Config-space offset of the `cxl` variant's CXL Range 1 Size Low register (its CXL Device
+/// DVSEC at 0x110, register at +0x1c; tests/gpu-model/README.md), which the drivers poll.
+pub const CXL_RANGE1_SIZE_LOW: u64 = 0x12c;
+/// Range 1 Size Low bit 0: Memory_Info_Valid (CXL r4.0 8.1.3.8.2).
+pub const CXL_MEM_INFO_VALID: u32 = 1 << 0;
+/// Range 1 Size Low bit 1: Memory_Active.
+pub const CXL_MEM_ACTIVE: u32 = 1 << 1;
+
+/// The values of the 4-byte reads of CXL Range 1 Size Low in `lines` (the drivers' CXL
+/// readiness polls), in order.
+pub fn cxl_status_reads(lines: &[String]) -> Vec<u32> {
+    let prefix = format!("cfg-read off={CXL_RANGE1_SIZE_LOW:#05x} len=4 val=0x");
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|v| u32::from_str_radix(v, 16).ok())
+        .collect()
+}
+
 /// What the access log says about the driver's readiness polling after a reset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadinessPolls {

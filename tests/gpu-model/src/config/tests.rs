@@ -5,10 +5,12 @@ use super::*;
 
 const READY: LiveState = LiveState {
     ready: true,
+    info_valid: true,
     cxl_timeout: 0,
 };
 const NOT_READY: LiveState = LiveState {
     ready: false,
+    info_valid: false,
     cxl_timeout: 0,
 };
 
@@ -116,9 +118,21 @@ fn cxl_dvsec_contents_follow_readiness_and_timeout() {
     assert_eq!(cs.read32(rsl, NOT_READY), 0);
     let live = LiveState {
         ready: false,
+        info_valid: false,
         cxl_timeout: 2,
     };
     assert_eq!(cs.read32(rsl, live), 2 << 13);
+    // Memory_Info_Valid and Memory_Active each have their own bit.
+    let valid = LiveState {
+        info_valid: true,
+        ..live
+    };
+    assert_eq!(cs.read32(rsl, valid), (2 << 13) | 0b01);
+    let active = LiveState {
+        ready: true,
+        ..live
+    };
+    assert_eq!(cs.read32(rsl, active), (2 << 13) | 0b10);
     // Byte reads see the same live value.
     let mut b = [0u8; 1];
     cs.read(rsl as u64 + 1, &mut b, live).expect("read");

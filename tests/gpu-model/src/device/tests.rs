@@ -260,6 +260,32 @@ fn cxl_range_size_low_follows_readiness_and_timeout() {
 }
 
 #[test]
+fn cxl_memory_info_valid_and_active_come_separately() {
+    let mut rig = Rig::new(Variant::Cxl, delay(0));
+    let cfg = VFIO_PCI_CONFIG_REGION_INDEX;
+    let rsl = (CXL_DVSEC + CXL_RANGE1_SIZE_LOW) as u64;
+    assert_eq!(rig.read(cfg, rsl, 4), 0b11);
+    // Each reset: Memory_Info_Valid after 200 ms, Memory_Active after 900.
+    rig.control("ready_delay_ms=900\ncxl_info_valid_delay_ms=200\ncxl_timeout=1\n");
+    rig.dev.reset(ResetCause::VfioUser);
+    assert_eq!(rig.read(cfg, rsl, 4), 1 << 13);
+    rig.clock.advance_ms(200);
+    assert_eq!(rig.read(cfg, rsl, 4), (1 << 13) | 0b01);
+    rig.clock.advance_ms(699);
+    assert_eq!(rig.read(cfg, rsl, 4), (1 << 13) | 0b01);
+    rig.clock.advance_ms(1);
+    assert_eq!(rig.read(cfg, rsl, 4), (1 << 13) | 0b11);
+    // Never valid: Memory_Active alone.
+    rig.control("ready_delay_ms=0\ncxl_info_valid_delay_ms=never\n");
+    rig.dev.reset(ResetCause::VfioUser);
+    rig.clock.advance_ms(10_000);
+    assert_eq!(rig.read(cfg, rsl, 4), 0b10);
+    // Without the key both follow readiness again.
+    rig.control("ready_delay_ms=0\n");
+    assert_eq!(rig.read(cfg, rsl, 4), 0b11);
+}
+
+#[test]
 fn interrupts_and_dma() {
     let mut rig = Rig::new(Variant::Gh200, delay(0));
     rig.dev

@@ -14,12 +14,16 @@ use std::time::Instant;
 
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::expected_probe_errno;
 use nvgrace_guest_tests::expected_regions;
+use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::rig_gpu;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::timing::Bounds;
 use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::DRIVER_NAME;
 use nvgrace_guest_tests::GPU_BDF;
@@ -38,6 +42,19 @@ fn probe_delay_ms() -> u64 {
         1_500
     }
 }
+
+/// Upstream's interval between readiness polls (`POLL_QUANTUM_MS`).
+const QUANTUM: Duration = Duration::from_secs(1);
+/// What binding adds to the wait in probe (rig-bind: driver_override, the bind through sysfs,
+/// vfio-pci-core's registration; ~0.3 s seen) and a TCG guest on a loaded host adds to a sleep:
+/// the slack of an upper bound beyond the wait and upstream's last poll interval.
+const BIND_SLACK: Duration = Duration::from_secs(3);
+/// The legacy budget (upstream `POLL_TIMEOUT_MS`) and what it may be overrun by: the last poll
+/// interval, the bind and a loaded TCG host (device_fault_test `LEGACY_OVERRUN`, the same 15 s).
+const LEGACY_BUDGET: Duration = Duration::from_secs(30);
+const LEGACY_OVERRUN: Duration = Duration::from_secs(15);
+/// The CXL path's budget when Memory_Info_Valid never comes (CXL r4.0 8.1.3.8.2).
+const CXL_INFO_VALID_BUDGET: Duration = Duration::from_secs(1);
 
 /// Loads the driver build and binds the GPU; returns whether it ended up bound.
 fn bind(build: &str) -> bool {
@@ -69,11 +86,10 @@ fn main() {
         std::process::exit(2);
     }
     let readiness = std::env::args().nth(2).as_deref() != Some("--no-readiness");
-    let mut t = Harness::new(if readiness { 5 } else { 3 });
+    let mut t = Harness::new(if readiness { 6 } else { 3 });
     let regions = expected_regions();
-    let invalid_layout = std::env::var("RIG_DSD").ok().as_deref() != Some("0")
-        && std::env::var("RIG_MEM_SIZE").ok().as_deref() != Some("0")
-        && regions.is_none();
+    let layout_errno = expected_probe_errno();
+    let invalid_layout = layout_errno.is_some();
     t.diag(format!(
         "build {build}, GPU {}, expected regions {regions:x?}",
         rig_gpu()
@@ -81,10 +97,14 @@ fn main() {
 
     t.test("probe_outcome", || {
         let bound = bind(&build);
-        if invalid_layout {
-            // usemem rounds down to 0 bytes: probe fails with EINVAL.
-            check!(!bound, "bound although usemem rounds to 0");
-            check_eq!(probe_error(), Some(-libc::EINVAL), "probe error");
+        if let Some(errno) = layout_errno {
+            // usemem rounds down to 0 bytes (EINVAL), or the layout overflows (EOVERFLOW).
+            check!(!bound, "bound although the memory cannot be laid out");
+            let got = probe_error();
+            tap::observe("probe_error", tap::errno_name(got.map(|e| -e)));
+            check_eq!(got, Some(-errno), "probe error");
+            // The failed probe left the device without a driver.
+            check_eq!(sys::bound_driver(GPU_BDF), None, "driver after the failed probe");
             return Ok(());
         }
         check!(bound, "not bound (probe error {:?})", probe_error());
@@ -144,7 +164,8 @@ fn main() {
                 took >= Duration::from_millis(delay),
                 "bound after {took:?}, before the device was ready ({delay} ms)"
             );
-            Ok(())
+            let delay = Duration::from_millis(delay);
+            Bounds::new(delay, delay + QUANTUM + BIND_SLACK).check("wait", "bind", took)
         });
 
         t.test("probe_fails_when_never_ready", || {
@@ -154,9 +175,40 @@ fn main() {
             unbind();
             // Legacy path: 30 s of BAR0 polling; CXL: Memory_Info_Valid never set, 1 s.
             model::set_control(&[("never_ready", "1"), ("not_ready_now", "1")])?;
+            let start = Instant::now();
             let bound = bind(&build);
+            let took = start.elapsed();
             check!(!bound, "bound although the device never became ready");
             check_eq!(probe_error(), Some(-libc::ETIME), "probe error");
+            let bounds = if model::readiness_via_bar0() {
+                Bounds::new(LEGACY_BUDGET, LEGACY_BUDGET + LEGACY_OVERRUN)
+            } else {
+                Bounds::new(CXL_INFO_VALID_BUDGET, CXL_INFO_VALID_BUDGET + QUANTUM + BIND_SLACK)
+            };
+            bounds.check("wait", "failed bind", took)
+        });
+
+        // The failed probe unwound everything it had set up (upstream
+        // `nvgrace_gpu_probe_check_device_ready()` releases BAR0 and disables the device, then
+        // `out_put_vdev` drops the VFIO device): once the device is ready, the same driver binds
+        // it again and its memory works.
+        t.test("binds_and_works_after_failed_probe", || {
+            if invalid_layout {
+                return Err(Failure::Skip("probe fails on the layout".into()));
+            }
+            unbind();
+            // Ready again at once (not_ready_now restarts the countdown with delay 0).
+            model::set_control(&[("not_ready_now", "1")])?;
+            let bound = bind(&build);
+            model::reset_control()?;
+            check!(bound, "not bound after a failed probe (probe error {:?})", probe_error());
+            let dev = Device::open_iommufd(GPU_BDF)?;
+            let (usemem, _) = dev.gpu_mem()?;
+            let v = 0x9b0b_e000_0000_0001u64;
+            dev.mem_write_all(&usemem, 0x8000, &v.to_le_bytes())?;
+            let mut b = [0u8; 8];
+            dev.mem_read_exact(&usemem, 0x8000, &mut b)?;
+            check_eq!(u64::from_le_bytes(b), v, "usemem word after the rebind");
             Ok(())
         });
     }

@@ -85,10 +85,13 @@ fn region_info_test(dev: &Device, index: u32, r: &Region) -> Outcome {
 fn sparse_area_mmap_test(dev: &Device, index: u32, r: &Region) -> Outcome {
     let page = mm::page_size() as u64;
     let at = |off: u64| (base(index) + off) as i64;
+    // Memory that is not a multiple of the page size ends inside a page, which cannot be mapped
+    // (the mapping would reach past memlength).
+    let whole = r.memlength - r.memlength % page;
     let mut cases = vec![
         (
-            "the last page of memory",
-            at(r.memlength - page),
+            "the last whole page of memory",
+            at(whole - page),
             mm::page_size(),
             Ok(()),
         ),
@@ -99,12 +102,20 @@ fn sparse_area_mmap_test(dev: &Device, index: u32, r: &Region) -> Outcome {
             Err(libc::EINVAL),
         ),
         (
-            "a page at memlength",
-            at(r.memlength),
+            "the first page at or past memlength",
+            at(r.memlength.next_multiple_of(page)),
             mm::page_size(),
             Err(libc::EINVAL),
         ),
     ];
+    if whole < r.memlength {
+        cases.push((
+            "the page that holds the end of memory",
+            at(whole),
+            mm::page_size(),
+            Err(libc::EINVAL),
+        ));
+    }
     if r.bar_size > r.memlength {
         cases.push((
             "the last page of the BAR, past the memory",
@@ -283,7 +294,8 @@ fn widths_and_large_test(dev: &Device, index: u32, r: &Region) -> Outcome {
             nvgrace_guest_tests::tap::trace_listed(3);
         }
         let off = r.memlength - 4096;
-        let mut back = vec![0u8; 3 * 4096];
+        // Three pages' worth, clipped at the end of the BAR (memory 4 KiB short of it: 8 KiB).
+        let mut back = vec![0u8; (3 * 4096).min(r.bar_size - off) as usize];
         let data = pattern(off, 4096, 0x3c);
         dev.pwrite(&data, at(off))?;
         if stops_at_memlength(index) {
