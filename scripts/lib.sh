@@ -11,6 +11,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${NVGRACE_CACHE:-${HOME:-/root}/.cache/nvgrace-gpu-vfio-pci}
 mkdir -p "$CACHE"
+# Cargo's target directory, one per checkout like the artifacts (rig_platform): cargo copies a
+# binary to target/<profile>/ only when it rebuilds it, so in a directory shared by two checkouts
+# the one whose build is current would run the binary (GPU model, guest tests) that the other
+# checkout built last.
+CARGO_TARGET=$CACHE/target/$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
 
 # Kernel source: the Debian package linux-source-7.3 from trixie-backports. KERNEL_VERSION is the
 # version the rig is verified with; fetch-kernel falls back to the newest 7.3.x with a warning.
