@@ -6,8 +6,13 @@
 //! nothing about speed, and it exits non-zero only when a metric could not be measured.
 //!
 //! ```text
-//! nvgrace-bench [--reps N] [--warmup N] [--switch DRIVER,DRIVER [--passes N]] SUITE...
+//! nvgrace-bench [--reps N] [--warmup N] [--switch DRIVER,DRIVER [--passes N]] [--icount] SUITE...
 //! ```
+//!
+//! `--icount`: the boot runs under QEMU's `-icount shift=0` (scripts/vm-run `--icount`), where
+//! guest time counts instructions; the suites then measure only their per-operation metrics and
+//! report them as instructions per operation (`<metric>_insns`, group `counts`), which do not
+//! depend on the host's load.
 //!
 //! Without `--switch` it measures the build `scripts/vm-run --driver` bound. With `--switch`
 //! (vm-run `--driver none`) it binds the builds itself, one after the other, group of metrics
@@ -24,6 +29,8 @@
 //!   500 ms; open/close; unbind/bind (probe). And the ceiling: the same page touches on anonymous
 //!   memory, the same copies on a tmpfs file and as memcpy, measured in each build's turn (they
 //!   do not involve the driver, so they show how much the host's load moves the figures).
+//! - `readiness` (`--gpu gh200`, or `--gpu cxl` for the CXL path): the readiness sweep, reset to
+//!   first access at delays from 0 to 3 s (every 50 ms around 1 s), for bench-report's plot.
 //! - `resmem` (`--gpu gh200`, the rig's default geometry: 1 GiB of resmem at a 1 GiB-aligned
 //!   address): pread/pwrite bandwidth of resmem and fault-in of a 1 GiB-aligned resmem mapping.
 //!
@@ -129,7 +136,7 @@ fn env(suite: &str, reps: usize, warmup: usize) -> Env {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: nvgrace-bench [--reps N] [--warmup N] [--switch DRIVER,DRIVER [--passes N]] usemem|resmem..."
+        "usage: nvgrace-bench [--reps N] [--warmup N] [--switch DRIVER,DRIVER [--passes N]] [--icount] usemem|resmem|readiness..."
     );
     std::process::exit(2);
 }
@@ -140,6 +147,7 @@ fn main() {
     let mut passes = None;
     let mut switch = None;
     let mut suites = Vec::new();
+    let mut icount = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -155,7 +163,8 @@ fn main() {
                         .collect::<Vec<String>>(),
                 )
             }
-            "usemem" | "resmem" => suites.push(a),
+            "--icount" => icount = true,
+            "usemem" | "resmem" | "readiness" => suites.push(a),
             _ => usage(),
         }
     }
@@ -197,6 +206,7 @@ fn main() {
             thp_default.clone().map_or(Value::Null, Value::String),
         );
         e.guest.insert("passes".into(), json!(passes));
+        e.guest.insert("icount".into(), json!(icount));
         e.guest.insert("drivers".into(), json!(drivers));
         println!(
             "{ENV_TAG}{}",
@@ -212,9 +222,12 @@ fn main() {
             bound: None,
             open: None,
             errors: 0,
+            icount,
         };
-        match suite.as_str() {
-            "usemem" => suite_usemem(&mut b, &mut scratch),
+        match (suite.as_str(), icount) {
+            ("usemem", false) => suite_usemem(&mut b, &mut scratch),
+            ("usemem", true) => counts_usemem(&mut b, &mut scratch),
+            ("readiness", _) => suite_readiness(&mut b, &mut scratch),
             _ => suite_resmem(&mut b, &mut scratch),
         }
         b.open = None;

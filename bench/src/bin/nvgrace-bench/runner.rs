@@ -144,6 +144,25 @@ pub(crate) struct Bench {
     pub(crate) bound: Option<String>,
     pub(crate) open: Option<Open>,
     pub(crate) errors: usize,
+    /// The boot runs under `-icount` (scripts/vm-run `--icount`): samples are converted to guest
+    /// instructions per operation ([`to_count`]) and the metrics renamed `<name>_insns`.
+    pub(crate) icount: bool,
+}
+
+/// A sample measured under `-icount shift=0`, where one ns of guest time is one guest
+/// instruction (QEMU's docs of `-icount`), as instructions per operation: per call for the
+/// latencies (µs, ms per call), per page of data for the rates (GiB/s over pages of
+/// `page_size()` bytes). `None` for a unit with no such reading.
+pub(crate) fn to_count(unit: &str, sample: f64) -> Option<(&'static str, f64)> {
+    match unit {
+        "us" => Some(("insns/op", sample * 1e3)),
+        "ms" => Some(("insns/op", sample * 1e6)),
+        "GiB/s" if sample > 0.0 => Some((
+            "insns/page",
+            page_size() as f64 / (sample * GIB) * 1e9,
+        )),
+        _ => None,
+    }
 }
 
 impl Bench {
@@ -267,6 +286,26 @@ impl Bench {
     }
 
     pub(crate) fn emit(&self, m: &Metric, driver: &str, samples: Vec<f64>, per_rep: Vec<Value>) {
+        if self.icount {
+            let counts: Option<Vec<(&str, f64)>> =
+                samples.iter().map(|&v| to_count(m.unit, v)).collect();
+            let Some(counts) = counts.filter(|c| !c.is_empty()) else {
+                return;
+            };
+            let unit = counts[0].0;
+            let c = Metric {
+                name: format!("{}_insns", m.name),
+                group: "counts",
+                unit,
+                better: Better::Lower,
+                what: format!("guest instructions (-icount shift=0) per operation of: {}", m.what),
+            };
+            return self.emit_plain(&c, driver, counts.iter().map(|c| c.1).collect(), per_rep);
+        }
+        self.emit_plain(m, driver, samples, per_rep)
+    }
+
+    fn emit_plain(&self, m: &Metric, driver: &str, samples: Vec<f64>, per_rep: Vec<Value>) {
         if let Some(s) = nvgrace_bench::summary(&samples) {
             println!(
                 "# {:<30} {:<8} {:>10.4} {:>10.4} {:>10.4} {}",

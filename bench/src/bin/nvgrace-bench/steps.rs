@@ -533,19 +533,40 @@ pub(crate) fn latency_steps<'a>() -> Vec<(Metric, Step<'a>)> {
 /// (`pcie_flr()`'s fixed wait), so the least any driver can take is about max(delay, FLR).
 /// The overhead is what a driver adds to that: total - max(delay, reset ioctl).
 pub(crate) fn reset_runs(b: &mut Bench, scratch: &mut Scratch) {
+    reset_runs_at(b, scratch, &READY_DELAYS_MS, "ready", "readiness");
+}
+
+/// The readiness delays of the sweep (`readiness` suite), ms: 0 to 3 s, every 50 ms from 0.8 to
+/// 1.3 s, where upstream's one-second poll lands just before or after readiness.
+pub(crate) fn sweep_delays_ms() -> Vec<u64> {
+    let mut v: Vec<u64> = (0..800).step_by(200).collect();
+    v.extend((800..=1300).step_by(50));
+    v.extend([1500, 1750, 2000, 2500, 3000]);
+    v
+}
+
+/// [`reset_runs`] at `delays` (ms), the metrics named `<prefix>_reset_to_read_<D>ms`,
+/// `<prefix>_overhead_<D>ms` and `<prefix>_reset_ioctl`, in `group`.
+pub(crate) fn reset_runs_at(
+    b: &mut Bench,
+    scratch: &mut Scratch,
+    delays: &[u64],
+    prefix: &'static str,
+    group: &'static str,
+) {
     if !model::available() {
         let e: Box<dyn Error> =
             "no model state share at /mnt/model: cannot set the readiness delay".into();
-        b.error("ready", &*e);
+        b.error(prefix, &*e);
         return;
     }
-    let steps: Vec<(Metric, Step<'_>)> = READY_DELAYS_MS
+    let steps: Vec<(Metric, Step<'_>)> = delays
         .iter()
         .map(|&delay| -> (Metric, Step<'_>) {
             (
                 time(
-                    format!("ready_reset_to_read_{delay}ms"),
-                    "readiness",
+                    format!("{prefix}_reset_to_read_{delay}ms"),
+                    group,
                     "ms",
                     format!(
                         "VFIO_DEVICE_RESET, then an 8-byte pread of usemem, the model ready {delay} ms after the FLR"
@@ -579,7 +600,7 @@ pub(crate) fn reset_runs(b: &mut Bench, scratch: &mut Scratch) {
         .collect();
     let out = b.group(Needs::Device, scratch, steps);
     if let Err(e) = model::reset_control() {
-        b.error("ready", &e);
+        b.error(prefix, &e);
     }
     let field = |per_rep: &[Value], k: &str| -> Vec<f64> {
         per_rep
@@ -588,10 +609,10 @@ pub(crate) fn reset_runs(b: &mut Bench, scratch: &mut Scratch) {
             .collect()
     };
     let mut flr = ByDriver::new();
-    for ((m, by), delay) in out.into_iter().zip(READY_DELAYS_MS) {
+    for ((m, by), &delay) in out.into_iter().zip(delays) {
         let overhead = time(
-            format!("ready_overhead_{delay}ms"),
-            "readiness",
+            format!("{prefix}_overhead_{delay}ms"),
+            group,
             "ms",
             format!(
                 "reset to first read minus max({delay} ms, the reset ioctl's own duration): the wait the driver adds"
@@ -613,8 +634,12 @@ pub(crate) fn reset_runs(b: &mut Bench, scratch: &mut Scratch) {
     }
     b.emit_all(
         &time(
-            "reset_ioctl",
-            "readiness",
+            if prefix == "ready" {
+                "reset_ioctl".to_string()
+            } else {
+                format!("{prefix}_reset_ioctl")
+            },
+            group,
             "ms",
             "VFIO_DEVICE_RESET alone (the FLR: pcie_flr() waits 100 ms), all delays",
         ),

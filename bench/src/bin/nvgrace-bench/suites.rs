@@ -18,7 +18,8 @@ pub(crate) fn top_entry() -> usize {
     mm::pud_pfnmap().unwrap_or_else(|_| mm::pmd_size())
 }
 
-pub(crate) fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
+/// The fault-in runs of usemem, one per entry order, and the touch of the mapping once faulted.
+fn usemem_fault_steps<'a>() -> Vec<(Metric, Step<'a>)> {
     let (page, pmd, top) = (page_size(), mm::pmd_size(), top_entry());
     // PMD runs start one PMD past the first `top`-aligned address: PMD- but not PUD-aligned
     // where there are PUDs.
@@ -103,6 +104,11 @@ pub(crate) fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
             }),
         ),
     ]);
+    faults
+}
+
+pub(crate) fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
+    let mut faults = usemem_fault_steps();
     faults.extend(ceiling_touch_steps());
     b.run(Needs::Device, scratch, faults);
     b.run(Needs::Device, scratch, rw_steps(false));
@@ -136,6 +142,19 @@ pub(crate) fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
     }
 }
 
+/// The per-operation metrics of the `usemem` suite, for a boot under `-icount` (guest time counts
+/// instructions): fault-in at each order, read/write, the latencies and open/close. Not the
+/// ceiling, the reset runs nor bind: what they wait for (the host's memory, the FLR's and the
+/// model's delays in host time, udev-less probe) is not the driver's instructions.
+pub(crate) fn counts_usemem(b: &mut Bench, scratch: &mut Scratch) {
+    b.run(Needs::Device, scratch, usemem_fault_steps());
+    b.run(Needs::Device, scratch, rw_steps(false));
+    b.run(Needs::Device, scratch, latency_steps());
+    let mut closed = closed_steps();
+    closed.retain(|(m, _)| m.name != "lat_bind");
+    b.run(Needs::Closed, scratch, closed);
+}
+
 pub(crate) fn suite_resmem(b: &mut Bench, scratch: &mut Scratch) {
     let mut steps = rw_steps(true);
     let top = top_entry();
@@ -161,3 +180,14 @@ pub(crate) fn suite_resmem(b: &mut Bench, scratch: &mut Scratch) {
     b.run(Needs::Device, scratch, steps);
 }
 
+
+/// The readiness sweep: reset to first access at every delay of [`sweep_delays_ms`], both
+/// drivers (on the CXL GPU model too, where the driver polls the DVSEC instead of BAR0).
+pub(crate) fn suite_readiness(b: &mut Bench, scratch: &mut Scratch) {
+    let delays = sweep_delays_ms();
+    if nvgrace_guest_tests::rig_gpu() == "cxl" {
+        reset_runs_at(b, scratch, &delays, "sweep_cxl", "readiness-sweep-cxl");
+    } else {
+        reset_runs_at(b, scratch, &delays, "sweep", "readiness-sweep");
+    }
+}
