@@ -95,12 +95,12 @@ pub(crate) fn may_touch_emulated(pos: u64, count: usize) -> bool {
         || overlap(pos, count, USEMEM_BAR_OFFSET).is_some()
 }
 
-/// Bytes of an emulated register to place at `buf_offset` in a read buffer.
+/// Bytes of the emulated registers to place at `buf_offset` in a read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Patch {
     /// Offset into the read buffer.
     pub(crate) buf_offset: usize,
-    bytes: [u8; BAR_BYTES as usize],
+    bytes: [u8; 2 * BAR_BYTES as usize],
     len: usize,
 }
 
@@ -143,19 +143,36 @@ impl EmuBars {
     }
 
     /// The bytes the emulated registers contribute to a read of `count` bytes at config offset
-    /// `pos`: at most one patch per BAR, to lay over what vfio-pci-core read.
-    pub(crate) fn read_patches(&self, pos: u64, count: usize) -> impl Iterator<Item = Patch> {
-        self.each().filter_map(move |(reg, bar)| {
-            overlap(pos, count, reg).map(|o| {
-                let val = bar.read_value().to_le_bytes();
-                let mut bytes = [0u8; BAR_BYTES as usize];
-                bytes[..o.len].copy_from_slice(&val[o.reg_offset..o.reg_offset + o.len]);
-                Patch {
-                    buf_offset: o.buf_offset,
-                    bytes,
-                    len: o.len,
-                }
-            })
+    /// `pos`, to lay over what vfio-pci-core read: one patch, as the emulated registers are
+    /// adjacent (BAR2..5, or BAR4/5 alone). One copy to user space per read, as upstream.
+    pub(crate) fn read_patch(&self, pos: u64, count: usize) -> Option<Patch> {
+        let mut image = [0u8; 2 * BAR_BYTES as usize];
+        let (base, len) = match self.resmem {
+            Some(r) => {
+                image[..BAR_BYTES as usize].copy_from_slice(&r.read_value().to_le_bytes());
+                image[BAR_BYTES as usize..]
+                    .copy_from_slice(&self.usemem.read_value().to_le_bytes());
+                (RESMEM_BAR_OFFSET, 2 * BAR_BYTES)
+            }
+            None => {
+                image[..BAR_BYTES as usize]
+                    .copy_from_slice(&self.usemem.read_value().to_le_bytes());
+                (USEMEM_BAR_OFFSET, BAR_BYTES)
+            }
+        };
+        let end = pos.checked_add(count as u64)?;
+        let start = pos.max(base);
+        let stop = end.min(base + len);
+        if start >= stop {
+            return None;
+        }
+        let (from, n) = ((start - base) as usize, (stop - start) as usize);
+        let mut bytes = [0u8; 2 * BAR_BYTES as usize];
+        bytes[..n].copy_from_slice(&image[from..from + n]);
+        Some(Patch {
+            buf_offset: (start - pos) as usize,
+            bytes,
+            len: n,
         })
     }
 

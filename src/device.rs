@@ -560,7 +560,7 @@ impl NvGraceGpu {
             .bars
             .try_load()
             .unwrap_or_else(|| me.bars.load_exclusive(&me.bars_writer.lock()));
-        for patch in bars.read_patches(offset, count) {
+        if let Some(patch) = bars.read_patch(offset, count) {
             let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
             if dst.writer().write_slice(patch.data()).is_err() {
                 // vfio_pci_core_read() advanced the position; undo it, as upstream does.
