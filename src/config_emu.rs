@@ -9,6 +9,16 @@
 //!
 //! One deliberate difference: an access that overlaps both emulated BARs emulates both (upstream
 //! emulates only BAR2/3 and lets BAR4/5 read back vfio-pci-core's value of the physical BAR).
+//!
+//! [`EmuBarRegs`] shares the registers between concurrent config accesses: reads take no lock
+//! (a sequence count), writes are serialised by the caller's lock, held through [`BarWriter`].
+
+use core::sync::atomic::{
+    fence,
+    AtomicU32,
+    AtomicU64,
+    Ordering, //
+};
 
 /// Config-space offset of BAR2, the low half of the resmem BAR (`PCI_BASE_ADDRESS_2`).
 pub(crate) const RESMEM_BAR_OFFSET: u64 = 0x18;
@@ -85,12 +95,12 @@ pub(crate) fn may_touch_emulated(pos: u64, count: usize) -> bool {
         || overlap(pos, count, USEMEM_BAR_OFFSET).is_some()
 }
 
-/// Bytes of an emulated register to place at `buf_offset` in a read buffer.
+/// Bytes of the emulated registers to place at `buf_offset` in a read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Patch {
     /// Offset into the read buffer.
     pub(crate) buf_offset: usize,
-    bytes: [u8; BAR_BYTES as usize],
+    bytes: [u8; 2 * BAR_BYTES as usize],
     len: usize,
 }
 
@@ -133,19 +143,36 @@ impl EmuBars {
     }
 
     /// The bytes the emulated registers contribute to a read of `count` bytes at config offset
-    /// `pos`: at most one patch per BAR, to lay over what vfio-pci-core read.
-    pub(crate) fn read_patches(&self, pos: u64, count: usize) -> impl Iterator<Item = Patch> {
-        self.each().filter_map(move |(reg, bar)| {
-            overlap(pos, count, reg).map(|o| {
-                let val = bar.read_value().to_le_bytes();
-                let mut bytes = [0u8; BAR_BYTES as usize];
-                bytes[..o.len].copy_from_slice(&val[o.reg_offset..o.reg_offset + o.len]);
-                Patch {
-                    buf_offset: o.buf_offset,
-                    bytes,
-                    len: o.len,
-                }
-            })
+    /// `pos`, to lay over what vfio-pci-core read: one patch, as the emulated registers are
+    /// adjacent (BAR2..5, or BAR4/5 alone). One copy to user space per read, as upstream.
+    pub(crate) fn read_patch(&self, pos: u64, count: usize) -> Option<Patch> {
+        let mut image = [0u8; 2 * BAR_BYTES as usize];
+        let (base, len) = match self.resmem {
+            Some(r) => {
+                image[..BAR_BYTES as usize].copy_from_slice(&r.read_value().to_le_bytes());
+                image[BAR_BYTES as usize..]
+                    .copy_from_slice(&self.usemem.read_value().to_le_bytes());
+                (RESMEM_BAR_OFFSET, 2 * BAR_BYTES)
+            }
+            None => {
+                image[..BAR_BYTES as usize]
+                    .copy_from_slice(&self.usemem.read_value().to_le_bytes());
+                (USEMEM_BAR_OFFSET, BAR_BYTES)
+            }
+        };
+        let end = pos.checked_add(count as u64)?;
+        let start = pos.max(base);
+        let stop = end.min(base + len);
+        if start >= stop {
+            return None;
+        }
+        let (from, n) = ((start - base) as usize, (stop - start) as usize);
+        let mut bytes = [0u8; 2 * BAR_BYTES as usize];
+        bytes[..n].copy_from_slice(&image[from..from + n]);
+        Some(Patch {
+            buf_offset: (start - pos) as usize,
+            bytes,
+            len: n,
         })
     }
 
@@ -177,5 +204,148 @@ impl EmuBars {
             }
         }
         consumed
+    }
+}
+
+/// Proof that the caller may store to one [`EmuBarRegs`]: the one value [`EmuBarRegs::new`]
+/// returns, which the caller keeps behind the lock that serialises the register writes (the
+/// driver's `bars_writer` spinlock).
+#[derive(Debug)]
+pub(crate) struct BarWriter(());
+
+/// Times [`EmuBarRegs::try_load`] retries while writers keep changing the registers, before the
+/// caller reads under the writer lock instead. Small: a store holds the registers for a few
+/// instructions, so one retry is almost always enough.
+pub(crate) const LOAD_ATTEMPTS: usize = 4;
+
+/// The emulated BARs of one device, shared by concurrent config accesses.
+///
+/// What the mutex around [`EmuBars`] guaranteed, and this keeps: the emulated part of every
+/// config access is atomic with respect to the emulated part of every other one. A read sees
+/// both registers as they were between two whole accesses (never one half of a concurrent
+/// 4-byte write to the other dword of the same BAR, nor a 16-byte write that reached one BAR but
+/// not yet the other); a write's read-modify-write of the bytes it covers loses no concurrent
+/// write to the other bytes of the register; and the order is consistent with real time (an
+/// access that starts after another returned sees its effect). Neither the mutex nor this makes
+/// the vfio-pci-core part of a read (the bytes outside the emulated registers) atomic with the
+/// emulated part, nor covers copying the user's bytes, which happens before a write is applied.
+///
+/// How: a sequence count (the kernel's `seqcount_t` scheme, written with the atomics of `core`
+/// so that the host tests run it). A store makes `seq` odd, stores the registers and makes it
+/// even again; a load reads `seq`, the registers, then `seq` again, and keeps the values only if
+/// `seq` was even and unchanged. Stores are serialised by the caller ([`BarWriter`]).
+///
+/// # Invariants
+///
+/// - `seq` is odd exactly while a [`EmuBarRegs::update`] or [`EmuBarRegs::reset`] is storing.
+/// - With `seq` even, `resmem` and `usemem` hold the `bar_val` of the [`EmuBars`] the last
+///   store completed; `resmem` stays 0 when `resmem_size` is `None`.
+/// - `resmem_size` and `usemem_size` (bytes, powers of two) never change after [`Self::new`].
+#[derive(Debug)]
+pub(crate) struct EmuBarRegs {
+    seq: AtomicU32,
+    resmem_size: Option<u64>,
+    usemem_size: u64,
+    resmem: AtomicU64,
+    usemem: AtomicU64,
+}
+
+impl EmuBarRegs {
+    /// Registers holding `bars`, and the one [`BarWriter`] that may store to them.
+    pub(crate) const fn new(bars: EmuBars) -> (Self, BarWriter) {
+        let resmem_size = match bars.resmem {
+            Some(b) => Some(b.bar_size),
+            None => None,
+        };
+        let resmem_val = match bars.resmem {
+            Some(b) => b.bar_val,
+            None => 0,
+        };
+        // INVARIANT: `seq` starts even and the registers hold `bars`.
+        let regs = EmuBarRegs {
+            seq: AtomicU32::new(0),
+            resmem_size,
+            usemem_size: bars.usemem.bar_size,
+            resmem: AtomicU64::new(resmem_val),
+            usemem: AtomicU64::new(bars.usemem.bar_val),
+        };
+        (regs, BarWriter(()))
+    }
+
+    fn assemble(&self, resmem: u64, usemem: u64) -> EmuBars {
+        EmuBars {
+            resmem: self.resmem_size.map(|bar_size| EmuBar {
+                bar_size,
+                bar_val: resmem,
+            }),
+            usemem: EmuBar {
+                bar_size: self.usemem_size,
+                bar_val: usemem,
+            },
+        }
+    }
+
+    /// Which BARs are emulated, with zero registers: enough for [`EmuBars::write_span`], which
+    /// depends only on that.
+    pub(crate) fn shape(&self) -> EmuBars {
+        self.assemble(0, 0)
+    }
+
+    /// Both registers as of one instant between stores, without a lock; `None` if stores kept
+    /// overlapping the attempts ([`LOAD_ATTEMPTS`]): read with [`Self::load_exclusive`] then.
+    pub(crate) fn try_load(&self) -> Option<EmuBars> {
+        for _ in 0..LOAD_ATTEMPTS {
+            // Acquire: the register loads below see at least the stores before the even `seq`
+            // read here.
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let resmem = self.resmem.load(Ordering::Relaxed);
+                let usemem = self.usemem.load(Ordering::Relaxed);
+                // Orders the register loads before the second load of `seq`: if either saw a
+                // store that followed the writer's release fence, `seq` has moved on.
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    return Some(self.assemble(resmem, usemem));
+                }
+            }
+            core::hint::spin_loop();
+        }
+        None
+    }
+
+    /// Both registers, read by the holder of the writer lock (no store can be in progress).
+    pub(crate) fn load_exclusive(&self, _writer: &BarWriter) -> EmuBars {
+        self.assemble(
+            self.resmem.load(Ordering::Relaxed),
+            self.usemem.load(Ordering::Relaxed),
+        )
+    }
+
+    fn store(&self, _writer: &mut BarWriter, bars: &EmuBars) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        // INVARIANT: odd while storing; the holder of the one `BarWriter` is the only store.
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // Orders the odd `seq` before the register stores, for loads that see one of them.
+        fence(Ordering::Release);
+        if let (Some(_), Some(r)) = (self.resmem_size, bars.resmem) {
+            self.resmem.store(r.bar_val, Ordering::Relaxed);
+        }
+        self.usemem.store(bars.usemem.bar_val, Ordering::Relaxed);
+        // INVARIANT: even again, published after the registers.
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Applies `f` to the registers as one access: `f` sees the current values and what it
+    /// leaves is stored, with no load seeing part of it.
+    pub(crate) fn update<R>(&self, writer: &mut BarWriter, f: impl FnOnce(&mut EmuBars) -> R) -> R {
+        let mut bars = self.load_exclusive(writer);
+        let ret = f(&mut bars);
+        self.store(writer, &bars);
+        ret
+    }
+
+    /// Zeroes both registers (on open and on `VFIO_DEVICE_RESET`).
+    pub(crate) fn reset(&self, writer: &mut BarWriter) {
+        self.update(writer, EmuBars::reset);
     }
 }

@@ -17,10 +17,14 @@ use kernel::{
     device,
     io::Io,
     new_mutex,
+    new_spinlock,
     page::PAGE_SHIFT,
     pci,
     prelude::*,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        SpinLock, //
+    },
     types::ScopeGuard,
     uaccess::{
         UserPtr,
@@ -36,7 +40,9 @@ use self::poison::PoisonRecord;
 use crate::{
     config_emu::{
         may_touch_emulated,
+        BarWriter,
         EmuBar,
+        EmuBarRegs,
         EmuBars, //
     },
     layout::{
@@ -104,9 +110,13 @@ pub(crate) struct NvGraceGpu {
     /// A reset happened: the next access to GPU memory waits for readiness first (set by the
     /// PCI core's `reset_done`, cleared once the device was seen ready).
     reset_done: AtomicBool,
-    /// The emulated BAR2..5 registers.
+    /// The emulated BAR2..5 registers, read without a lock by config reads.
+    bars: EmuBarRegs,
+    /// Serialises the stores to `bars` (config writes, open, `VFIO_DEVICE_RESET`). A spinlock:
+    /// a store takes a few instructions, and lock-free readers spin while one is under way, so
+    /// it must not be preempted.
     #[pin]
-    bars: Mutex<EmuBars>,
+    bars_writer: SpinLock<BarWriter>,
     /// Kernel mappings for `read`/`write` (upstream's `remap_lock` and mappings).
     #[pin]
     kmaps: Mutex<KernelMaps>,
@@ -301,12 +311,12 @@ impl NvGraceGpu {
             .as_ref()
             .and_then(|l| l.resmem.as_ref())
             .and_then(region_mem);
-        let bars = EmuBars {
+        let (bars, bars_writer) = EmuBarRegs::new(EmuBars {
             resmem: layout
                 .and_then(|l| l.resmem)
                 .map(|r| EmuBar::new(r.bar_size)),
             usemem: EmuBar::new(layout.map_or(0, |l| l.usemem.bar_size)),
-        };
+        });
         let poison = PoisonRecord::new(
             layout.as_ref().map(|l| &l.usemem),
             layout.as_ref().and_then(|l| l.resmem.as_ref()),
@@ -318,7 +328,8 @@ impl NvGraceGpu {
             resmem_mem,
             cxl_dvsec,
             reset_done: AtomicBool::new(false),
-            bars <- new_mutex!(bars),
+            bars,
+            bars_writer <- new_spinlock!(bars_writer, "nvgrace_gpu_bars"),
             kmaps <- new_mutex!(KernelMaps::default()),
             usemem_pfns <- PfnRange::new(),
             resmem_pfns <- PfnRange::new(),
@@ -412,7 +423,7 @@ impl VariantOps for NvGraceGpu {
         };
         // Disabled again (`Opening`'s drop) if the open fails from here on.
         let opening = vdev.enable()?;
-        me.bars.lock().reset();
+        me.bars.reset(&mut me.bars_writer.lock());
         // The PFN ranges registered so far, unregistered before that if the open fails.
         let pfns = ScopeGuard::new(|| {
             me.resmem_pfns.unregister();
@@ -442,7 +453,8 @@ impl VariantOps for NvGraceGpu {
         match cmd {
             ioctl_cmd::IOEVENTFD => Err(ENOTTY),
             ioctl_cmd::RESET => {
-                vdev.data().bars.lock().reset();
+                let me = vdev.data();
+                me.bars.reset(&mut me.bars_writer.lock());
                 vdev.core_ioctl(cmd, arg)
             }
             _ => vdev.core_ioctl(cmd, arg),
@@ -543,8 +555,12 @@ impl NvGraceGpu {
         if !may_touch_emulated(offset, count) {
             return Ok(count);
         }
-        let bars = *vdev.data().bars.lock();
-        for patch in bars.read_patches(offset, count) {
+        let me = vdev.data();
+        let bars = me
+            .bars
+            .try_load()
+            .unwrap_or_else(|| me.bars.load_exclusive(&me.bars_writer.lock()));
+        if let Some(patch) = bars.read_patch(offset, count) {
             let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
             if dst.writer().write_slice(patch.data()).is_err() {
                 // vfio_pci_core_read() advanced the position; undo it, as upstream does.
@@ -566,11 +582,11 @@ impl NvGraceGpu {
             return vdev.core_write(buf, count, pos);
         }
         // Which bytes land in emulated registers depends only on which BARs are emulated, fixed
-        // at probe. The user bytes are copied before `bars` is taken: the copy may fault, and
-        // the buffer may be a mapping of this device whose fault waits for readiness (up to
-        // the 30 s budget) with every other config access of the BAR registers waiting behind
-        // the mutex.
-        let span = vdev.data().bars.lock().write_span(offset, count);
+        // at probe. The user bytes are copied before the writer lock is taken: the copy may
+        // fault, and the buffer may be a mapping of this device whose fault waits for readiness
+        // (up to the 30 s budget), which must not happen under a spinlock.
+        let me = vdev.data();
+        let span = me.bars.shape().write_span(offset, count);
         let Some((start, end)) = span else {
             return vdev.core_write(buf, count, pos);
         };
@@ -580,11 +596,11 @@ impl NvGraceGpu {
         UserSlice::new(buf.wrapping_byte_add(start), data.len())
             .reader()
             .read_slice(data)?;
-        let consumed = vdev
-            .data()
+        let consumed = me
             .bars
-            .lock()
-            .write(offset + start as u64, data)
+            .update(&mut me.bars_writer.lock(), |bars| {
+                bars.write(offset + start as u64, data)
+            })
             .unwrap_or(0);
         *pos += consumed as i64;
         Ok(consumed)

@@ -12,6 +12,7 @@ use serde_json::Map;
 use serde_json::Value;
 
 pub mod ptdump;
+pub mod sweep;
 
 /// Prefix of a console line that carries one metric's [`Record`] as JSON.
 pub const RECORD_TAG: &str = "@@bench ";

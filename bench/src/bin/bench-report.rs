@@ -5,8 +5,12 @@
 //! driver against the upstream driver's, writes the JSON file and prints the table.
 //!
 //! ```text
-//! bench-report --out FILE [--meta KEY=VALUE]... LOG...
+//! bench-report --out FILE [--plot DIR] [--meta KEY=VALUE]... LOG...
 //! ```
+//!
+//! `--plot DIR`: the readiness sweep (suite `readiness`), if the logs have it, drawn as
+//! DIR/readiness-sweep.png (the BAR0 path) and DIR/readiness-sweep-cxl.png (the CXL path), with
+//! the text in DejaVu Sans (`$BENCH_FONT`, default Debian's fonts-dejavu-core file).
 //!
 //! Samples of the same driver and metric from several boots (rounds) are pooled. The ratio is
 //! upstream time / Rust time of the medians (for rates: Rust rate / upstream rate), so above 1
@@ -16,8 +20,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use nvgrace_bench::summary;
+use nvgrace_bench::sweep;
 use nvgrace_bench::BenchError;
 use nvgrace_bench::Better;
 use nvgrace_bench::Env;
@@ -72,8 +78,120 @@ struct Report {
     errors: Vec<BenchError>,
 }
 
+/// The font of the plots' text when `$BENCH_FONT` is not set (Debian's fonts-dejavu-core).
+const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// The sweeps: metric prefix, PNG name, title.
+const SWEEPS: [(&str, &str, &str); 2] = [
+    (
+        "sweep",
+        "readiness-sweep.png",
+        "Readiness wait after VFIO_DEVICE_RESET, BAR0 path (GH200 model, QEMU TCG)",
+    ),
+    (
+        "sweep_cxl",
+        "readiness-sweep-cxl.png",
+        "Readiness wait after VFIO_DEVICE_RESET, CXL DVSEC path (QEMU TCG)",
+    ),
+];
+
+/// The points of the sweep whose metrics are named `<prefix>_overhead_<D>ms`, by delay.
+fn sweep_points(r: &Report, prefix: &str) -> Vec<sweep::Point> {
+    let mut v: Vec<sweep::Point> = r
+        .metrics
+        .iter()
+        .filter_map(|m| {
+            Some(sweep::Point {
+                delay_ms: sweep::delay_of(prefix, &m.name)?,
+                rust: m.rust.samples.clone(),
+                upstream: m.upstream.samples.clone(),
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.delay_ms.total_cmp(&b.delay_ms));
+    v
+}
+
+/// The sweep's table and its goals: the Rust overhead's median within max(5 ms, 1 % of the
+/// delay) at every delay, and its mean over the sweep at least 20 times below upstream's.
+/// Returns the text and whether both goals hold.
+fn sweep_table(points: &[sweep::Point], polls: &dyn Fn(f64, &str) -> String) -> (String, bool) {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| delay (ms) | Rust overhead (ms) | goal (ms) | upstream overhead (ms) | Rust polls | upstream polls |\n|---|---|---|---|---|---|"
+    );
+    let mut all_ok = true;
+    for p in points {
+        let (r, u) = (sweep::median(&p.rust), sweep::median(&p.upstream));
+        let goal = sweep::goal_ms(p.delay_ms);
+        let ok = r <= goal;
+        all_ok &= ok;
+        let _ = writeln!(
+            t,
+            "| {} | {}{} | {} | {} | {} | {} |",
+            p.delay_ms,
+            num(r),
+            if ok { "" } else { " (over)" },
+            num(goal),
+            num(u),
+            polls(p.delay_ms, "rust"),
+            polls(p.delay_ms, "upstream")
+        );
+    }
+    let mean = |f: fn(&sweep::Point) -> &Vec<f64>| {
+        points.iter().map(|p| sweep::median(f(p))).sum::<f64>() / points.len().max(1) as f64
+    };
+    let (mr, mu) = (mean(|p| &p.rust), mean(|p| &p.upstream));
+    let factor = if mr > 0.0 { mu / mr } else { f64::INFINITY };
+    let _ = writeln!(
+        t,
+        "\nMean of the median overheads over the sweep: Rust {} ms, upstream {} ms: {:.1} times less (goal: 20). \
+         Rust within the goal at {} of {} delays.",
+        num(mr),
+        num(mu),
+        factor,
+        points
+            .iter()
+            .filter(|p| sweep::median(&p.rust) <= sweep::goal_ms(p.delay_ms))
+            .count(),
+        points.len()
+    );
+    (t, all_ok && factor >= 20.0)
+}
+
+/// Prints the sweeps' tables and, with `plot`, draws them.
+fn sweeps(r: &Report, plot: Option<&str>) -> Result<(), String> {
+    for (prefix, png, title) in SWEEPS {
+        let points = sweep_points(r, prefix);
+        if points.is_empty() {
+            continue;
+        }
+        let polls = |delay: f64, driver: &str| {
+            r.metrics
+                .iter()
+                .find(|m| m.name == format!("{prefix}_reset_to_read_{delay}ms"))
+                .map_or("-".into(), |m| {
+                    per_rep_range(if driver == "rust" { &m.rust } else { &m.upstream }, "polls")
+                })
+        };
+        let (text, ok) = sweep_table(&points, &polls);
+        println!("\n{title}:\n\n{text}");
+        if !ok {
+            println!("Readiness goal NOT met on this sweep ({prefix}).");
+        }
+        if let Some(dir) = plot {
+            let font = std::env::var("BENCH_FONT").unwrap_or_else(|_| DEFAULT_FONT.into());
+            let out = Path::new(dir).join(png);
+            sweep::plot(&points, title, Path::new(&font), &out)?;
+            println!("Plot: {}", out.display());
+        }
+    }
+    Ok(())
+}
+
 fn usage() -> ! {
-    eprintln!("usage: bench-report --out FILE [--meta KEY=VALUE]... LOG...");
+    eprintln!("usage: bench-report --out FILE [--plot DIR] [--meta KEY=VALUE]... LOG...");
     std::process::exit(2);
 }
 
@@ -129,6 +247,48 @@ fn entries(f: &Figures) -> String {
         .join(" / ")
 }
 
+/// The spread of a driver's counts: (max - min) / median, in %.
+fn spread(f: &Figures) -> String {
+    match &f.summary {
+        Some(s) if s.median > 0.0 => format!("{:.2} %", (s.max - s.min) / s.median * 100.0),
+        _ => "-".into(),
+    }
+}
+
+/// The instruction counts of the `-icount` boots (group `counts`), with their spread.
+fn counts_table(t: &mut String, r: &Report) {
+    let counts: Vec<&Metric> = r.metrics.iter().filter(|m| m.group == "counts").collect();
+    if counts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        t,
+        "\nGuest instructions per operation (QEMU -icount shift=0: independent of the host's load): \
+         median, and the spread (max - min) / median over the repetitions; ratio = upstream / Rust \
+         (>= 1: Rust executes no more instructions)\n"
+    );
+    let _ = writeln!(
+        t,
+        "| metric | unit | Rust | spread | upstream | spread | ratio | ratio of best |\n|---|---|---|---|---|---|---|---|"
+    );
+    let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
+    let med = |f: &Figures| f.summary.map_or("missing".into(), |s| num(s.median));
+    for m in counts {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            m.name,
+            m.unit,
+            med(&m.rust),
+            spread(&m.rust),
+            med(&m.upstream),
+            spread(&m.upstream),
+            fmt(m.ratio),
+            fmt(m.ratio_best)
+        );
+    }
+}
+
 fn table(r: &Report) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -141,7 +301,7 @@ fn table(r: &Report) -> String {
         "| group | metric | unit | Rust | upstream | ratio | ratio of best |\n|---|---|---|---|---|---|---|"
     );
     let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
-    for m in &r.metrics {
+    for m in r.metrics.iter().filter(|m| m.group != "counts") {
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -154,6 +314,7 @@ fn table(r: &Report) -> String {
             fmt(m.ratio_best)
         );
     }
+    counts_table(&mut t, r);
     // The ceiling does not involve the driver: its ratios show how far apart two boots of the
     // same guest measure on this host.
     let ceiling: Vec<f64> = r
@@ -231,12 +392,14 @@ fn table(r: &Report) -> String {
 
 fn main() {
     let mut out = None;
+    let mut plot = None;
     let mut meta = Map::new();
     let mut logs = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--out" => out = Some(args.next().unwrap_or_else(|| usage())),
+            "--plot" => plot = Some(args.next().unwrap_or_else(|| usage())),
             "--meta" => {
                 let kv = args.next().unwrap_or_else(|| usage());
                 let (k, v) = kv.split_once('=').unwrap_or_else(|| usage());
@@ -349,7 +512,11 @@ fn main() {
         std::process::exit(1);
     }
     print!("{}", table(&report));
-    if incomplete || !report.errors.is_empty() {
+    let plotted = sweeps(&report, plot.as_deref());
+    if let Err(e) = &plotted {
+        eprintln!("bench-report: plot: {e}");
+    }
+    if plotted.is_err() || incomplete || !report.errors.is_empty() {
         std::process::exit(1);
     }
 }

@@ -32,3 +32,6 @@ mod readiness_tests;
 
 #[cfg(test)]
 mod poison_tests;
+
+#[cfg(test)]
+mod bar_regs_tests;

@@ -22,7 +22,7 @@ const GIB: u64 = 1 << 30;
 
 /// What the driver does with the patches: lay them over the bytes vfio-pci-core read.
 fn overlay_read(bars: &EmuBars, pos: u64, buf: &mut [u8]) {
-    for p in bars.read_patches(pos, buf.len()) {
+    for p in bars.read_patch(pos, buf.len()) {
         buf[p.buf_offset..p.buf_offset + p.data().len()].copy_from_slice(p.data());
     }
 }
@@ -291,7 +291,7 @@ proptest! {
         let touches = (0..count as u64).any(|i| (RESMEM_BAR_OFFSET..USEMEM_BAR_OFFSET + 8).contains(&(pos + i)));
         prop_assert_eq!(may_touch_emulated(pos, count), touches);
         if !touches {
-            prop_assert_eq!(bars.read_patches(pos, count).count(), 0);
+            prop_assert_eq!(bars.read_patch(pos, count), None);
             prop_assert_eq!(bars.write_span(pos, count), None);
         }
     }

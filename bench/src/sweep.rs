@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The readiness sweep in the report: the overhead a driver adds to the wait for readiness after
+//! a reset (first access - max(delay, reset ioctl)), at each readiness delay of the `readiness`
+//! suite, set against the goal of issue 18 (the Rust driver within max(5 ms, 1 % of the delay))
+//! and drawn as a PNG.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// The goal for the Rust driver's overhead at a readiness delay of `delay_ms`: max(5 ms, 1 % of
+/// the delay), in ms.
+pub fn goal_ms(delay_ms: f64) -> f64 {
+    (delay_ms / 100.0).max(5.0)
+}
+
+/// One point of the sweep: the delay and each driver's overhead samples (ms) and polls.
+#[derive(Clone, Debug, Default)]
+pub struct Point {
+    pub delay_ms: f64,
+    pub rust: Vec<f64>,
+    pub upstream: Vec<f64>,
+}
+
+/// The delay a sweep metric `<prefix>_overhead_<D>ms` measures, if `name` is one.
+pub fn delay_of(prefix: &str, name: &str) -> Option<f64> {
+    name.strip_prefix(prefix)?
+        .strip_prefix("_overhead_")?
+        .strip_suffix("ms")?
+        .parse()
+        .ok()
+}
+
+/// The median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    crate::summary(v).map_or(0.0, |s| s.median)
+}
+
+/// Which driver's samples of a point.
+type Samples = fn(&Point) -> &Vec<f64>;
+
+/// Smallest overhead drawn: the y axis is logarithmic.
+const FLOOR_MS: f64 = 0.1;
+
+/// Draws the sweep: overhead (ms, log scale) against the readiness delay, every sample and the
+/// median of each driver, and the goal, into a PNG of 1000x600 pixels. The text uses the TTF
+/// font at `font` (DejaVu Sans: Debian's fonts-dejavu-core).
+pub fn plot(points: &[Point], title: &str, font: &Path, out: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(font).map_err(|e| format!("{}: {e}", font.display()))?;
+    // The registry keeps the font for the process: leak it once per plot (two plots a run).
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| format!("{}: not a usable TTF font", font.display()))?;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = BitMapBackend::new(out, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let x_max = points.iter().map(|p| p.delay_ms).fold(0.0, f64::max).max(1.0);
+    let y_max = points
+        .iter()
+        .flat_map(|p| p.rust.iter().chain(&p.upstream))
+        .copied()
+        .fold(10.0, f64::max)
+        * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max * 1.02, (FLOOR_MS..y_max).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("readiness delay after the FLR (ms)")
+        .y_desc("overhead: first access - max(delay, reset ioctl) (ms)")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let clamp = |v: f64| v.max(FLOOR_MS);
+    let goal: Vec<(f64, f64)> = (0..=60)
+        .map(|i| x_max * f64::from(i) / 60.0)
+        .map(|d| (d, goal_ms(d)))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(goal, BLACK.stroke_width(1)))
+        .map_err(|e| err(&e))?
+        .label("goal for Rust: max(5 ms, 1 % of the delay)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+    let drivers: [(&str, RGBColor, Samples); 2] = [
+        ("Rust", RGBColor(200, 60, 20), |p| &p.rust),
+        ("upstream C", RGBColor(20, 90, 200), |p| &p.upstream),
+    ];
+    for (name, color, samples) in drivers {
+        chart
+            .draw_series(points.iter().flat_map(|p| {
+                samples(p)
+                    .iter()
+                    .map(move |&v| Circle::new((p.delay_ms, clamp(v)), 2, color.mix(0.5).filled()))
+            }))
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(
+                points
+                    .iter()
+                    .map(|p| (p.delay_ms, clamp(median(samples(p))))),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("{name}: median (line), samples (dots)"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goal_is_5ms_or_one_percent() {
+        assert_eq!(goal_ms(0.0), 5.0);
+        assert_eq!(goal_ms(400.0), 5.0);
+        assert_eq!(goal_ms(1000.0), 10.0);
+        assert_eq!(goal_ms(3000.0), 30.0);
+    }
+
+    #[test]
+    fn delay_from_metric_name() {
+        assert_eq!(delay_of("sweep", "sweep_overhead_1050ms"), Some(1050.0));
+        assert_eq!(delay_of("sweep", "sweep_cxl_overhead_1050ms"), None);
+        assert_eq!(delay_of("sweep_cxl", "sweep_cxl_overhead_0ms"), Some(0.0));
+        assert_eq!(delay_of("sweep", "sweep_reset_to_read_50ms"), None);
+    }
+
+    #[test]
+    fn plot_writes_a_png() {
+        let font = Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf");
+        assert!(font.exists(), "the plots need DejaVu Sans (fonts-dejavu-core)");
+        let points: Vec<Point> = [0.0, 500.0, 1000.0]
+            .iter()
+            .map(|&d| Point {
+                delay_ms: d,
+                rust: vec![1.0, 2.0],
+                upstream: vec![900.0, 50.0],
+            })
+            .collect();
+        let out = std::env::temp_dir().join(format!("sweep-test-{}.png", std::process::id()));
+        plot(&points, "test", font, &out).unwrap();
+        let png = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
