@@ -33,6 +33,8 @@ use nvgrace_guest_tests::pgattr::Caching;
 use nvgrace_guest_tests::pgattr::Leaf;
 use nvgrace_guest_tests::pgattr::Pgattr;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -356,63 +358,116 @@ fn kernel_mappings_gone_test(pg: &Pgattr, regions: &[GpuMem]) -> Outcome {
     Ok(())
 }
 
+/// What the tests of the table share: the page-attribute module (unloaded by the test of its
+/// unload) and the device (closed before the test of the kernel mappings after close).
+struct Ctx {
+    pg: Option<Pgattr>,
+    gpu: Option<OpenGpu>,
+}
+
+/// A test of the open device with the module loaded.
+fn with(f: impl FnOnce(&OpenGpu, &Pgattr) -> Outcome) -> impl FnOnce(&mut Ctx) -> Outcome {
+    move |ctx| match (&ctx.gpu, &ctx.pg) {
+        (Some(gpu), Some(pg)) => f(gpu, pg),
+        _ => Err(Failure::Fail(
+            "the device is closed or the module unloaded".into(),
+        )),
+    }
+}
+
 fn main() {
-    let mut t = Harness::new(13);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}, {} with {} KiB pages",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu(),
         std::env::consts::ARCH,
         mm::page_size() >> 10
     ));
-    let mut pg = None;
-    t.test("module_loads", || {
-        pg = Some(Pgattr::load(pgattr::MODULE_PATH)?);
-        Ok(())
-    });
-    let Some(pg) = pg else { t.finish() };
-    let ctx = match OpenGpu::open(GPU_BDF) {
-        Ok(c) => c,
+    // The module is loaded before the device is opened; its test reports how the load went.
+    let pg = match Pgattr::load(pgattr::MODULE_PATH) {
+        Ok(pg) => pg,
         Err(e) => {
-            t.test("open_device", || Err(Failure::Fail(e.to_string())));
-            t.finish();
+            let why = e.to_string();
+            Harness::run_table(
+                &mut (),
+                vec![test("module_loads", move |_: &mut ()| {
+                    Err(Failure::Fail(why))
+                })],
+            );
         }
     };
-    t.diag(format!("usemem: {:x?}", ctx.usemem));
-    t.diag(format!("resmem: {:x?}", ctx.resmem));
-    let use_ = ctx.usemem;
+    let gpu = match OpenGpu::open(GPU_BDF) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = e.to_string();
+            Harness::run_table(
+                &mut (),
+                vec![
+                    test("module_loads", |_: &mut ()| Ok(())),
+                    test("open_device", move |_: &mut ()| Err(Failure::Fail(why))),
+                ],
+            );
+        }
+    };
+    tap::diag(format!("usemem: {:x?}", gpu.usemem));
+    tap::diag(format!("resmem: {:x?}", gpu.resmem));
+    let use_ = gpu.usemem;
+    let regions = gpu.regions();
 
+    // Loaded above: this test's outcome is that of the load.
+    let mut tests = vec![test("module_loads", |_: &mut Ctx| Ok(()))];
     for level in [Level::Pte, Level::Pmd, Level::Pud] {
-        t.test(&format!("usemem_user_{}", level.name()), || {
-            user_test(&ctx, &pg, &use_, level)
-        });
+        tests.push(test(
+            format!("usemem_user_{}", level.name()),
+            with(move |gpu, pg| user_test(gpu, pg, &use_, level)),
+        ));
     }
     for level in [Level::Pte, Level::Pmd, Level::Pud] {
-        t.test(&format!("resmem_user_{}", level.name()), || {
-            user_test(&ctx, &pg, &resmem_or_skip(&ctx)?, level)
-        });
+        tests.push(test(
+            format!("resmem_user_{}", level.name()),
+            with(move |gpu, pg| user_test(gpu, pg, &resmem_or_skip(gpu)?, level)),
+        ));
     }
-    t.test("usemem_kernel_mapping", || kernel_test(&ctx, &pg, &use_));
-    t.test("resmem_kernel_mapping", || {
-        kernel_test(&ctx, &pg, &resmem_or_skip(&ctx)?)
-    });
-    t.test("lookup_errors", || lookup_errors_test(&ctx, &pg));
-    let regions = ctx.regions();
-    drop(ctx);
-    t.test("kernel_mappings_gone_after_close", || {
-        kernel_mappings_gone_test(&pg, &regions)
-    });
-    t.test("module_unload", || {
-        pg.unload()?;
-        check!(
-            !sys::module_loaded(pgattr::MODULE_NAME),
-            "{} still loaded after delete_module",
-            pgattr::MODULE_NAME
-        );
-        Ok(())
-    });
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    tests.extend([
+        test(
+            "usemem_kernel_mapping",
+            with(|gpu, pg| kernel_test(gpu, pg, &use_)),
+        ),
+        test(
+            "resmem_kernel_mapping",
+            with(|gpu, pg| kernel_test(gpu, pg, &resmem_or_skip(gpu)?)),
+        ),
+        test("lookup_errors", with(lookup_errors_test)),
+        test("kernel_mappings_gone_after_close", |ctx: &mut Ctx| {
+            ctx.gpu = None;
+            let pg = ctx
+                .pg
+                .as_ref()
+                .ok_or_else(|| Failure::Fail("module unloaded".into()))?;
+            kernel_mappings_gone_test(pg, &regions)
+        }),
+        test("module_unload", |ctx: &mut Ctx| {
+            let pg = ctx
+                .pg
+                .take()
+                .ok_or_else(|| Failure::Fail("module unloaded".into()))?;
+            pg.unload()?;
+            check!(
+                !sys::module_loaded(pgattr::MODULE_NAME),
+                "{} still loaded after delete_module",
+                pgattr::MODULE_NAME
+            );
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut Ctx| sys::no_kernel_splat()),
+    ]);
+    Harness::run_table(
+        &mut Ctx {
+            pg: Some(pg),
+            gpu: Some(gpu),
+        },
+        tests,
+    )
 }

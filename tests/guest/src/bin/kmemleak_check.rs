@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use nvgrace_guest_tests::kmemleak::parse;
 use nvgrace_guest_tests::kmemleak::Report;
+use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::GPU_BDF;
@@ -71,59 +73,68 @@ fn scan() -> Result<Vec<Report>, Failure> {
 }
 
 fn main() {
-    let mut t = Harness::new(2);
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
     ));
-    let reports = scan();
-    let mut reports = match reports {
-        Ok(r) => {
-            t.test("kmemleak_scan", || Ok(()));
-            r
-        }
-        Err(f) => {
-            let why = match &f {
-                Failure::Fail(m) | Failure::Skip(m) => m.clone(),
-            };
-            t.test("kmemleak_scan", || Err(f));
-            t.test("no_leak_from_driver", || {
-                Err(Failure::Skip(format!("no kmemleak scan: {why}")))
-            });
-            t.finish();
-        }
-    };
-    t.diag(format!(
-        "kmemleak reports {} unreferenced objects",
-        reports.len()
-    ));
-    // The driver's reports first, so that they are among those printed in full.
-    reports.sort_by_key(|r| r.driver_frame().is_none());
-    for r in reports.iter().take(PRINTED) {
-        let tag = match r.driver_frame() {
-            Some(why) => format!("driver ({why})"),
-            None => "not the driver".into(),
-        };
-        t.diag(format!("kmemleak [{tag}]:\n{}", r.lines.join("\n")));
-    }
-    if reports.len() > PRINTED {
-        t.diag(format!("... and {} more", reports.len() - PRINTED));
-    }
-    t.test("no_leak_from_driver", || {
-        let ours: Vec<String> = reports
-            .iter()
-            .filter_map(|r| Some(format!("{} ({})", r.lines[0], r.driver_frame()?)))
-            .collect();
-        if ours.is_empty() {
-            Ok(())
-        } else {
-            Err(Failure::Fail(format!(
-                "{} unreferenced objects allocated through the driver:\n{}",
-                ours.len(),
-                ours.join("\n")
-            )))
-        }
-    });
-    t.finish()
+    // The scan's reports, or why there are none.
+    let mut scanned: Result<Vec<Report>, String> = Err("not scanned".into());
+    let tests = vec![
+        test(
+            "kmemleak_scan",
+            |scanned: &mut Result<Vec<Report>, String>| match scan() {
+                Ok(r) => {
+                    *scanned = Ok(r);
+                    Ok(())
+                }
+                Err(f) => {
+                    let why = match &f {
+                        Failure::Fail(m) | Failure::Skip(m) => m.clone(),
+                    };
+                    *scanned = Err(why);
+                    Err(f)
+                }
+            },
+        ),
+        test(
+            "no_leak_from_driver",
+            |scanned: &mut Result<Vec<Report>, String>| {
+                let reports = match scanned {
+                    Ok(r) => r,
+                    Err(why) => return Err(Failure::Skip(format!("no kmemleak scan: {why}"))),
+                };
+                tap::diag(format!(
+                    "kmemleak reports {} unreferenced objects",
+                    reports.len()
+                ));
+                // The driver's reports first, so that they are among those printed in full.
+                reports.sort_by_key(|r| r.driver_frame().is_none());
+                for r in reports.iter().take(PRINTED) {
+                    let tag = match r.driver_frame() {
+                        Some(why) => format!("driver ({why})"),
+                        None => "not the driver".into(),
+                    };
+                    tap::diag(format!("kmemleak [{tag}]:\n{}", r.lines.join("\n")));
+                }
+                if reports.len() > PRINTED {
+                    tap::diag(format!("... and {} more", reports.len() - PRINTED));
+                }
+                let ours: Vec<String> = reports
+                    .iter()
+                    .filter_map(|r| Some(format!("{} ({})", r.lines[0], r.driver_frame()?)))
+                    .collect();
+                if ours.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Failure::Fail(format!(
+                        "{} unreferenced objects allocated through the driver:\n{}",
+                        ours.len(),
+                        ours.join("\n")
+                    )))
+                }
+            },
+        ),
+    ];
+    Harness::run_table(&mut scanned, tests)
 }

@@ -37,6 +37,7 @@ use nvgrace_guest_tests::mm::BUS_MCEERR_AO;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -552,11 +553,25 @@ fn open() -> io::Result<(Device, GpuMem, Option<GpuMem>)> {
     Ok((dev, u, r))
 }
 
+/// What the tests of the table share: the device as opened first, closed for the tests of a
+/// closed device, and the device opened again after them.
+struct Ctx {
+    dev: Option<Device>,
+    reopened: Option<io::Result<(Device, GpuMem, Option<GpuMem>)>>,
+}
+
+/// A test of the device as opened first.
+fn with(f: impl FnOnce(&Device) -> Outcome) -> impl FnOnce(&mut Ctx) -> Outcome {
+    move |ctx| match &ctx.dev {
+        Some(dev) => f(dev),
+        None => fail!("the device is closed"),
+    }
+}
+
 fn main() {
-    let mut t = Harness::new(14);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
@@ -573,71 +588,109 @@ fn main() {
     let (dev, usemem, resmem) = match open() {
         Ok(x) => x,
         Err(e) => {
-            t.test("open_device", || Err(Failure::Fail(e.to_string())));
-            t.finish();
+            let why = e.to_string();
+            Harness::run_table(
+                &mut (),
+                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
+            );
         }
     };
     let no_resmem = || Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu()));
 
     // Each test poisons pages of its own (PFN maps keep no poison state, but a fresh page per
     // injection keeps the tests independent of that).
-    t.test("usemem_self_poison_action_required", || {
-        need()?;
-        self_poison_test(&dev, &usemem, 0, Some(1), 1, false)
-    });
-    t.test("usemem_same_pfn_poisoned_again", || {
-        need()?;
-        self_poison_test(&dev, &usemem, 32, Some(2), 2, true)
-    });
-    t.test("usemem_offset_mapping_action_required", || {
-        need()?;
-        self_poison_test(&dev, &usemem, 64, Some(5), 5, false)
-    });
-    t.test("usemem_untouched_page_reported", || {
-        need()?;
-        self_poison_test(&dev, &usemem, 128, None, 3, false)
-    });
-    t.test("usemem_other_process_action_optional", || {
-        need()?;
-        other_process_test(&dev, &usemem, resmem.as_ref(), 256)
-    });
-    t.test("resmem_self_poison_action_required", || {
-        need()?;
-        self_poison_test(&dev, &resmem.ok_or_else(no_resmem)?, 0, Some(2), 2, false)
-    });
-    t.test("resmem_offset_mapping_action_required", || {
-        need()?;
-        self_poison_test(&dev, &resmem.ok_or_else(no_resmem)?, 40, Some(6), 6, false)
-    });
-    t.test("resmem_other_process_action_optional", || {
-        need()?;
-        other_process_test(&dev, &resmem.ok_or_else(no_resmem)?, Some(&usemem), 64)
-    });
-    t.test("mapping_ends_before_page", || {
-        need()?;
-        mapping_before_page_test(&dev, &usemem, 400)
-    });
-    drop(dev);
-    t.test("after_close_not_registered", || {
-        need()?;
-        after_close_test(&usemem, 500)
-    });
-    t.test("resmem_after_close_not_registered", || {
-        need()?;
-        after_close_test(&resmem.ok_or_else(no_resmem)?, 500)
-    });
-    let reopened = open();
-    t.test("reopen_registers_again", || {
-        need()?;
-        let (dev, usemem, _) = reopened
-            .as_ref()
-            .map_err(|e| Failure::Fail(format!("re-open after close: {e}")))?;
-        self_poison_test(dev, usemem, 600, Some(0), 0, false)
-    });
-    t.test("reopen_closes", || {
-        drop(reopened);
-        Ok(())
-    });
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test(
+            "usemem_self_poison_action_required",
+            with(|dev| {
+                need()?;
+                self_poison_test(dev, &usemem, 0, Some(1), 1, false)
+            }),
+        ),
+        test(
+            "usemem_same_pfn_poisoned_again",
+            with(|dev| {
+                need()?;
+                self_poison_test(dev, &usemem, 32, Some(2), 2, true)
+            }),
+        ),
+        test(
+            "usemem_offset_mapping_action_required",
+            with(|dev| {
+                need()?;
+                self_poison_test(dev, &usemem, 64, Some(5), 5, false)
+            }),
+        ),
+        test(
+            "usemem_untouched_page_reported",
+            with(|dev| {
+                need()?;
+                self_poison_test(dev, &usemem, 128, None, 3, false)
+            }),
+        ),
+        test(
+            "usemem_other_process_action_optional",
+            with(|dev| {
+                need()?;
+                other_process_test(dev, &usemem, resmem.as_ref(), 256)
+            }),
+        ),
+        test(
+            "resmem_self_poison_action_required",
+            with(|dev| {
+                need()?;
+                self_poison_test(dev, &resmem.ok_or_else(no_resmem)?, 0, Some(2), 2, false)
+            }),
+        ),
+        test(
+            "resmem_offset_mapping_action_required",
+            with(|dev| {
+                need()?;
+                self_poison_test(dev, &resmem.ok_or_else(no_resmem)?, 40, Some(6), 6, false)
+            }),
+        ),
+        test(
+            "resmem_other_process_action_optional",
+            with(|dev| {
+                need()?;
+                other_process_test(dev, &resmem.ok_or_else(no_resmem)?, Some(&usemem), 64)
+            }),
+        ),
+        test(
+            "mapping_ends_before_page",
+            with(|dev| {
+                need()?;
+                mapping_before_page_test(dev, &usemem, 400)
+            }),
+        ),
+        test("after_close_not_registered", |ctx: &mut Ctx| {
+            ctx.dev = None;
+            need()?;
+            after_close_test(&usemem, 500)
+        }),
+        test("resmem_after_close_not_registered", |_: &mut Ctx| {
+            need()?;
+            after_close_test(&resmem.ok_or_else(no_resmem)?, 500)
+        }),
+        test("reopen_registers_again", |ctx: &mut Ctx| {
+            let reopened = ctx.reopened.insert(tap::untraced(open));
+            need()?;
+            let (dev, usemem, _) = reopened
+                .as_ref()
+                .map_err(|e| Failure::Fail(format!("re-open after close: {e}")))?;
+            self_poison_test(dev, usemem, 600, Some(0), 0, false)
+        }),
+        test("reopen_closes", |ctx: &mut Ctx| {
+            ctx.reopened = None;
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut Ctx| sys::no_kernel_splat()),
+    ];
+    Harness::run_table(
+        &mut Ctx {
+            dev: Some(dev),
+            reopened: None,
+        },
+        tests,
+    )
 }

@@ -35,6 +35,7 @@ use nvgrace_guest_tests::mm::SigbusRecord;
 use nvgrace_guest_tests::mm::BUS_MCEERR_AR;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -277,11 +278,27 @@ fn huge_mapping_around_it(dev: &Device, m: &GpuMem) -> Outcome {
     expect_refault("in a PMD-aligned mapping", base + bad * page_size())
 }
 
+/// What the tests of the table share: the device (closed before the test of a closed and
+/// re-opened device) and the mapping with the poisoned page, from the first test on.
+struct Ctx {
+    dev: Option<Device>,
+    window: Option<Window>,
+}
+
+/// A test of the device as opened first.
+fn with(
+    f: impl FnOnce(&Device, &mut Option<Window>) -> Outcome,
+) -> impl FnOnce(&mut Ctx) -> Outcome {
+    move |ctx| match &ctx.dev {
+        Some(dev) => f(dev, &mut ctx.window),
+        None => fail!("the device is closed"),
+    }
+}
+
 fn main() {
-    let mut t = Harness::new(9);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
@@ -295,8 +312,11 @@ fn main() {
         Ok(())
     };
     if let Err(e) = mm::install_sigbus_recorder() {
-        t.test("sigbus_recorder", || Err(Failure::Fail(e.to_string())));
-        t.finish();
+        let why = e.to_string();
+        Harness::run_table(
+            &mut (),
+            vec![test("sigbus_recorder", move |_: &mut ()| fail!("{why}"))],
+        );
     }
     let opened = Device::open_iommufd(GPU_BDF).and_then(|d| {
         let (u, r) = d.gpu_mem()?;
@@ -305,114 +325,142 @@ fn main() {
     let (dev, usemem, resmem) = match opened {
         Ok(x) => x,
         Err(e) => {
-            t.test("open_device", || Err(Failure::Fail(e.to_string())));
-            t.finish();
+            let why = e.to_string();
+            Harness::run_table(
+                &mut (),
+                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
+            );
         }
     };
-    let mut window: Option<Window> = None;
 
-    t.test("poison_while_mapped", || {
-        need()?;
-        let w = Window::map(&dev, &usemem)?;
-        w.map.read_u8(POISONED * page_size());
-        poison(w.pa, w.poisoned_addr())?;
-        // Neither driver zaps what is already mapped: the existing entry still reads.
-        check_eq!(
-            touch(w.poisoned_addr())?,
-            None,
-            "the page through the entry mapped before the failure"
-        );
-        window = Some(w);
-        Ok(())
-    });
-    t.test("refault_after_reset", || {
-        let w = window
-            .as_ref()
-            .ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
-        dev.reset()?;
-        expect_refault("after VFIO_DEVICE_RESET", w.poisoned_addr())?;
-        check_eq!(
-            touch(w.poisoned_addr() + page_size())?,
-            None,
-            "the next page after the reset"
-        );
-        Ok(())
-    });
-    t.test("refault_after_munmap_mmap", || {
-        window
-            .take()
-            .ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
-        let w = Window::map(&dev, &usemem)?;
-        expect_refault("in a new mapping", w.poisoned_addr())
-    });
-    t.test("pread_pwrite", || {
-        need()?;
-        let off = page_off(WINDOW + POISONED as u64);
-        // Across the start of the poisoned page, inside it, and the next page alone.
-        expect_rw(&dev, &usemem, off - 8, 16, true)?;
-        expect_rw(&dev, &usemem, off + 64, 8, true)?;
-        expect_rw(&dev, &usemem, off + page_size() as u64, 8, false)
-    });
-    t.test("huge_mapping_around_it", || {
-        need()?;
-        huge_mapping_around_it(&dev, &usemem)
-    });
-    t.test("resmem_pread_and_refault", || {
-        need()?;
-        let r = resmem.ok_or_else(|| {
-            Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu()))
-        })?;
-        let map = mm::mmap_shared(&dev.fd, r.at(page_off(RESMEM_PAGE)), page_size())?;
-        poison(r.pa(page_off(RESMEM_PAGE)), map.addr())?;
-        expect_rw(&dev, &r, page_off(RESMEM_PAGE), 8, true)?;
-        drop(map);
-        let map = mm::mmap_shared(&dev.fd, r.at(page_off(RESMEM_PAGE)), page_size())?;
-        expect_refault("resmem, in a new mapping", map.addr())
-    });
-    drop(dev);
-    t.test("refault_after_close_open", || {
-        need()?;
-        let dev = Device::open_iommufd(GPU_BDF)?;
-        let w = Window::map(&dev, &usemem)?;
-        expect_refault("after close and open", w.poisoned_addr())?;
-        expect_rw(&dev, &usemem, page_off(WINDOW + POISONED as u64), 8, true)
-    });
-    t.test("operator_sees_the_pages", || {
-        need()?;
-        let listing = debugfs_listing();
-        let log = sys::kernel_log()?;
-        let logged = |off: u64| {
-            log.iter()
-                .any(|l| l.contains(&format!("memory failure at usemem offset {off:#x} (PFN")))
-        };
-        let off = page_off(WINDOW + POISONED as u64);
-        if poisoned_pages_stay_poisoned() {
-            let listing = listing?;
-            println!("# poisoned_pages: {}", listing.trim().replace('\n', "; "));
-            check!(
-                listing.lines().any(|l| l == format!("usemem {off:#x}")),
-                "debugfs listing has no line 'usemem {off:#x}': {listing:?}"
-            );
-            if resmem.is_some() {
-                let roff = page_off(RESMEM_PAGE);
+    let tests = vec![
+        test(
+            "poison_while_mapped",
+            with(|dev, window| {
+                need()?;
+                let w = Window::map(dev, &usemem)?;
+                w.map.read_u8(POISONED * page_size());
+                poison(w.pa, w.poisoned_addr())?;
+                // Neither driver zaps what is already mapped: the existing entry still reads.
+                check_eq!(
+                    touch(w.poisoned_addr())?,
+                    None,
+                    "the page through the entry mapped before the failure"
+                );
+                *window = Some(w);
+                Ok(())
+            }),
+        ),
+        test(
+            "refault_after_reset",
+            with(|dev, window| {
+                let w = window
+                    .as_ref()
+                    .ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
+                dev.reset()?;
+                expect_refault("after VFIO_DEVICE_RESET", w.poisoned_addr())?;
+                check_eq!(
+                    touch(w.poisoned_addr() + page_size())?,
+                    None,
+                    "the next page after the reset"
+                );
+                Ok(())
+            }),
+        ),
+        test(
+            "refault_after_munmap_mmap",
+            with(|dev, window| {
+                window
+                    .take()
+                    .ok_or_else(|| Failure::Skip("no poisoned page".into()))?;
+                let w = Window::map(dev, &usemem)?;
+                expect_refault("in a new mapping", w.poisoned_addr())
+            }),
+        ),
+        test(
+            "pread_pwrite",
+            with(|dev, _| {
+                need()?;
+                let off = page_off(WINDOW + POISONED as u64);
+                // Across the start of the poisoned page, inside it, and the next page alone.
+                expect_rw(dev, &usemem, off - 8, 16, true)?;
+                expect_rw(dev, &usemem, off + 64, 8, true)?;
+                expect_rw(dev, &usemem, off + page_size() as u64, 8, false)
+            }),
+        ),
+        test(
+            "huge_mapping_around_it",
+            with(|dev, _| {
+                need()?;
+                huge_mapping_around_it(dev, &usemem)
+            }),
+        ),
+        test(
+            "resmem_pread_and_refault",
+            with(|dev, _| {
+                need()?;
+                let r = resmem.ok_or_else(|| {
+                    Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu()))
+                })?;
+                let map = mm::mmap_shared(&dev.fd, r.at(page_off(RESMEM_PAGE)), page_size())?;
+                poison(r.pa(page_off(RESMEM_PAGE)), map.addr())?;
+                expect_rw(dev, &r, page_off(RESMEM_PAGE), 8, true)?;
+                drop(map);
+                let map = mm::mmap_shared(&dev.fd, r.at(page_off(RESMEM_PAGE)), page_size())?;
+                expect_refault("resmem, in a new mapping", map.addr())
+            }),
+        ),
+        test("refault_after_close_open", |ctx: &mut Ctx| {
+            ctx.dev = None;
+            need()?;
+            let dev = Device::open_iommufd(GPU_BDF)?;
+            let w = Window::map(&dev, &usemem)?;
+            expect_refault("after close and open", w.poisoned_addr())?;
+            expect_rw(&dev, &usemem, page_off(WINDOW + POISONED as u64), 8, true)
+        }),
+        test("operator_sees_the_pages", |_: &mut Ctx| {
+            need()?;
+            let listing = debugfs_listing();
+            let log = sys::kernel_log()?;
+            let logged = |off: u64| {
+                log.iter()
+                    .any(|l| l.contains(&format!("memory failure at usemem offset {off:#x} (PFN")))
+            };
+            let off = page_off(WINDOW + POISONED as u64);
+            if poisoned_pages_stay_poisoned() {
+                let listing = listing?;
+                println!("# poisoned_pages: {}", listing.trim().replace('\n', "; "));
                 check!(
-                    listing.lines().any(|l| l == format!("resmem {roff:#x}")),
-                    "debugfs listing has no line 'resmem {roff:#x}': {listing:?}"
+                    listing.lines().any(|l| l == format!("usemem {off:#x}")),
+                    "debugfs listing has no line 'usemem {off:#x}': {listing:?}"
+                );
+                if resmem.is_some() {
+                    let roff = page_off(RESMEM_PAGE);
+                    check!(
+                        listing.lines().any(|l| l == format!("resmem {roff:#x}")),
+                        "debugfs listing has no line 'resmem {roff:#x}': {listing:?}"
+                    );
+                }
+                check!(logged(off), "no kernel log line for usemem offset {off:#x}");
+            } else {
+                check!(
+                    listing.is_err(),
+                    "upstream has a debugfs listing of poisoned pages?"
+                );
+                check!(
+                    !logged(off),
+                    "upstream logged the record of a poisoned page?"
                 );
             }
-            check!(logged(off), "no kernel log line for usemem offset {off:#x}");
-        } else {
-            check!(
-                listing.is_err(),
-                "upstream has a debugfs listing of poisoned pages?"
-            );
-            check!(
-                !logged(off),
-                "upstream logged the record of a poisoned page?"
-            );
-        }
-        Ok(())
-    });
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut Ctx| sys::no_kernel_splat()),
+    ];
+    Harness::run_table(
+        &mut Ctx {
+            dev: Some(dev),
+            window: None,
+        },
+        tests,
+    )
 }

@@ -20,6 +20,7 @@ use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::DRIVER_NAME;
@@ -88,32 +89,36 @@ fn main() {
         println!("Bail out! usage: remove_test rust|upstream");
         std::process::exit(2);
     }
-    let mut t = Harness::new(6);
-    t.diag(format!(
+    tap::diag(format!(
         "build {build}, GPU model {}",
         nvgrace_guest_tests::rig_gpu()
     ));
-    t.test("bound", || {
-        check!(
-            sys::bound_driver(GPU_BDF).as_deref() == Some(DRIVER_NAME) || bind(&build),
-            "cannot bind {GPU_BDF} to {DRIVER_NAME} ({build})"
-        );
-        bound_state(&build, "before unbind")
-    });
-    t.test("unbind_drops_device_state", unbind_state);
-    t.test("rebind", || {
-        check!(bind(&build), "second bind of {GPU_BDF} failed");
-        bound_state(&build, "after the second bind")
-    });
-    t.test("second_unbind_drops_device_state", unbind_state);
-    t.test("module_removable", || {
-        sys::rmmod(DRIVER_NAME).map_err(|e| Failure::Fail(format!("rmmod {DRIVER_NAME}: {e}")))?;
-        check!(
-            !sys::module_loaded(DRIVER_NAME),
-            "{DRIVER_NAME} still loaded"
-        );
-        Ok(())
-    });
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test("bound", |_: &mut ()| {
+            check!(
+                sys::bound_driver(GPU_BDF).as_deref() == Some(DRIVER_NAME) || bind(&build),
+                "cannot bind {GPU_BDF} to {DRIVER_NAME} ({build})"
+            );
+            bound_state(&build, "before unbind")
+        }),
+        test("unbind_drops_device_state", |_: &mut ()| unbind_state()),
+        test("rebind", |_: &mut ()| {
+            check!(bind(&build), "second bind of {GPU_BDF} failed");
+            bound_state(&build, "after the second bind")
+        }),
+        test("second_unbind_drops_device_state", |_: &mut ()| {
+            unbind_state()
+        }),
+        test("module_removable", |_: &mut ()| {
+            sys::rmmod(DRIVER_NAME)
+                .map_err(|e| Failure::Fail(format!("rmmod {DRIVER_NAME}: {e}")))?;
+            check!(
+                !sys::module_loaded(DRIVER_NAME),
+                "{DRIVER_NAME} still loaded"
+            );
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut ()| sys::no_kernel_splat()),
+    ];
+    Harness::run_table(&mut (), tests)
 }
