@@ -38,9 +38,9 @@ const PRINTED: usize = 20;
 
 /// Unbinds the GPU from its driver, if it has one, so that what the driver frees only at remove
 /// (its per-device state, vfio-pci-core's saved config state: `ops->release`) is freed before
-/// the scan, or reported by it. The module stays loaded: kmemleak resolves the allocation
-/// backtraces of a report when it is read, and the frames of an unloaded module would no longer
-/// name the driver.
+/// the scan, or reported by it. The module stays loaded: its frames then read as the driver's
+/// symbols, not as the bare addresses that `nvgrace_guest_tests::kmemleak` attributes to it
+/// after an rmmod.
 fn unbind_gpu() -> Result<(), Failure> {
     let unbind = format!("/sys/bus/pci/devices/{GPU_BDF}/driver/unbind");
     if !std::path::Path::new(&unbind).exists() {
