@@ -4,7 +4,7 @@
  * address, with the memory type they select, so that the test rig can check the cache
  * attributes nvgrace-gpu-vfio-pci gives its user and kernel mappings of the GPU memory. It reads
  * page tables and two registers (MAIR_EL1 on arm64, the PAT MSR on x86); it never writes a page
- * table, maps nothing and changes nothing.
+ * table, maps nothing and changes nothing, except through the second file below.
  *
  * Interface: /sys/kernel/debug/nvgrace_pgattr/lookup (mode 0600, CAP_SYS_ADMIN to open).
  * Write one request, then read the answer from offset 0 of the same open file: pread() at 0,
@@ -41,12 +41,21 @@
  *   arm64 only:   attrindx=<n> mair=0x<attr>
  *   x86 only:     pat-index=<n> kernel-pat=on|off (whether the kernel manages the PAT, so
  *                 whether write-combining is WC or falls back to UC-)
+ *
+ * The one thing it changes: /sys/kernel/debug/nvgrace_pgattr/claim (mode 0600, CAP_SYS_ADMIN)
+ * claims a PFN range in memory-failure's registry (register_pfn_address_space()), so that a
+ * driver's registration of an overlapping range fails with EBUSY: the rig's way to make the
+ * drivers' open_device fail after vfio_pci_core_enable() and see it unwound. Write
+ * "<first pfn> <pages>" to claim, "release" to give it back; closing the file that claimed also
+ * gives it back. One claim at a time (EBUSY for a second one); EOPNOTSUPP without
+ * CONFIG_MEMORY_FAILURE; EINVAL for a malformed request or 0 pages.
  */
 
 #include <linux/capability.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>
+#include <linux/memory-failure.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/module.h>
@@ -517,6 +526,84 @@ static const struct file_operations pgattr_fops = {
 	.llseek = default_llseek,
 };
 
+/* The claim of the "claim" file: a registered pfn_address_space and the open file owning it. */
+static DEFINE_MUTEX(claim_lock);
+static struct pfn_address_space claim_space;
+static struct file *claim_owner;	/* protected by claim_lock; NULL: nothing claimed */
+
+/* Never called while the claim holds: the tests inject no memory failure into a claimed range. */
+static int claim_pfn_to_vma_pgoff(struct vm_area_struct *vma, unsigned long pfn, pgoff_t *pgoff)
+{
+	return -EINVAL;
+}
+
+static void claim_release_locked(struct file *file)
+{
+	lockdep_assert_held(&claim_lock);
+	if (claim_owner == file) {
+		unregister_pfn_address_space(&claim_space);
+		claim_owner = NULL;
+	}
+}
+
+static ssize_t claim_write(struct file *file, const char __user *ubuf, size_t count,
+			   loff_t *ppos)
+{
+	char req[PGATTR_REQ_MAX], *pages;
+	unsigned long long first, nr;
+	int ret;
+
+	if (count >= sizeof(req))
+		return -EINVAL;
+	if (copy_from_user(req, ubuf, count))
+		return -EFAULT;
+	req[count] = 0;
+	strim(req);
+	guard(mutex)(&claim_lock);
+	if (!strcmp(req, "release")) {
+		claim_release_locked(file);
+		return count;
+	}
+	pages = strchr(req, ' ');
+	if (!pages)
+		return -EINVAL;
+	*pages++ = 0;
+	if (kstrtoull(req, 0, &first) || kstrtoull(skip_spaces(pages), 0, &nr) || !nr ||
+	    first + nr - 1 < first || first + nr - 1 > ULONG_MAX)
+		return -EINVAL;
+	if (claim_owner)
+		return -EBUSY;
+	claim_space.node.start = first;
+	claim_space.node.last = first + nr - 1;
+	/* memory-failure walks this mapping's VMAs for a failure in the range: the file's, empty. */
+	claim_space.mapping = file->f_mapping;
+	claim_space.pfn_to_vma_pgoff = claim_pfn_to_vma_pgoff;
+	ret = register_pfn_address_space(&claim_space);
+	if (ret)
+		return ret;
+	claim_owner = file;
+	return count;
+}
+
+static int claim_open(struct inode *inode, struct file *file)
+{
+	return capable(CAP_SYS_ADMIN) ? 0 : -EPERM;
+}
+
+static int claim_file_release(struct inode *inode, struct file *file)
+{
+	guard(mutex)(&claim_lock);
+	claim_release_locked(file);
+	return 0;
+}
+
+static const struct file_operations claim_fops = {
+	.owner = THIS_MODULE,
+	.open = claim_open,
+	.release = claim_file_release,
+	.write = claim_write,
+};
+
 /*
  * The walk of the kernel's tables must find what the kernel's own walk finds: a vmalloc()ed page
  * mapped once in vmalloc space, by a PTE, at the pfn vmalloc_to_pfn() gives, write-back
@@ -564,6 +651,8 @@ static int __init pgattr_init(void)
 	if (IS_ERR(pgattr_dir))
 		return PTR_ERR(pgattr_dir);
 	file = debugfs_create_file("lookup", 0600, pgattr_dir, NULL, &pgattr_fops);
+	if (!IS_ERR(file))
+		file = debugfs_create_file("claim", 0600, pgattr_dir, NULL, &claim_fops);
 	if (IS_ERR(file)) {
 		debugfs_remove(pgattr_dir);
 		return PTR_ERR(file);

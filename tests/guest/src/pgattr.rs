@@ -281,6 +281,42 @@ pub fn expected_type(caching: Caching, kernel_pat: bool) -> &'static str {
     }
 }
 
+/// The module's file that claims PFN ranges in memory-failure's registry.
+pub const CLAIM: &str = "/sys/kernel/debug/nvgrace_pgattr/claim";
+
+/// A PFN range claimed in memory-failure's registry through the module's `claim` file
+/// (`register_pfn_address_space()`): while it lives, a driver's registration of an overlapping
+/// range fails with `EBUSY`. Given back when dropped (the file is closed).
+pub struct PfnClaim {
+    file: File,
+}
+
+impl PfnClaim {
+    /// Claims `pages` pages from PFN `first_pfn` (the module must be loaded: [`Pgattr::load`]).
+    /// Fails with the module's errno: `EBUSY` (a range is claimed already, or memory-failure
+    /// has an overlapping one), `EOPNOTSUPP` (no CONFIG_MEMORY_FAILURE), `EINVAL`.
+    pub fn claim(first_pfn: u64, pages: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(CLAIM)
+            .map_err(|e| io::Error::new(e.kind(), format!("{CLAIM}: {e}")))?;
+        let req = format!("{first_pfn:#x} {pages}");
+        let n = file.write_at(req.as_bytes(), 0)?;
+        if n != req.len() {
+            return Err(io::Error::other(format!(
+                "{CLAIM}: wrote {n} of {} bytes",
+                req.len()
+            )));
+        }
+        Ok(PfnClaim { file })
+    }
+
+    /// Gives the range back now (dropping does the same).
+    pub fn release(self) -> io::Result<()> {
+        self.file.write_at(b"release", 0).map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
