@@ -104,7 +104,11 @@ fn main() {
             tap::observe("probe_error", tap::errno_name(got.map(|e| -e)));
             check_eq!(got, Some(-errno), "probe error");
             // The failed probe left the device without a driver.
-            check_eq!(sys::bound_driver(GPU_BDF), None, "driver after the failed probe");
+            check_eq!(
+                sys::bound_driver(GPU_BDF),
+                None,
+                "driver after the failed probe"
+            );
             return Ok(());
         }
         check!(bound, "not bound (probe error {:?})", probe_error());
@@ -183,7 +187,10 @@ fn main() {
             let bounds = if model::readiness_via_bar0() {
                 Bounds::new(LEGACY_BUDGET, LEGACY_BUDGET + LEGACY_OVERRUN)
             } else {
-                Bounds::new(CXL_INFO_VALID_BUDGET, CXL_INFO_VALID_BUDGET + QUANTUM + BIND_SLACK)
+                Bounds::new(
+                    CXL_INFO_VALID_BUDGET,
+                    CXL_INFO_VALID_BUDGET + QUANTUM + BIND_SLACK,
+                )
             };
             bounds.check("wait", "failed bind", took)
         });
@@ -201,7 +208,11 @@ fn main() {
             model::set_control(&[("not_ready_now", "1")])?;
             let bound = bind(&build);
             model::reset_control()?;
-            check!(bound, "not bound after a failed probe (probe error {:?})", probe_error());
+            check!(
+                bound,
+                "not bound after a failed probe (probe error {:?})",
+                probe_error()
+            );
             let dev = Device::open_iommufd(GPU_BDF)?;
             let (usemem, _) = dev.gpu_mem()?;
             let v = 0x9b0b_e000_0000_0001u64;

@@ -71,7 +71,11 @@ fn main() {
         model::reset_control()?;
         tap::diag(format!(
             "{build:?}: reset + first read took {took:?}, {polls} readiness polls ({})",
-            if model::readiness_via_bar0() { "BAR0" } else { "CXL DVSEC" }
+            if model::readiness_via_bar0() {
+                "BAR0"
+            } else {
+                "CXL DVSEC"
+            }
         ));
 
         check!(

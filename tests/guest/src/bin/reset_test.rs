@@ -97,7 +97,11 @@ fn first_pread_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
         "{}: data read after the reset",
         m.name()
     );
-    WAIT.check("wait", &format!("{}: reset + first pread", m.name()), t2 - t0)?;
+    WAIT.check(
+        "wait",
+        &format!("{}: reset + first pread", m.name()),
+        t2 - t0,
+    )?;
     let (polls, log) = polls_since(mark)?;
     check!(
         polls.resets >= 1 && polls.not_ready_reads >= 1 && polls.ready_reads >= 1,
