@@ -32,6 +32,7 @@ void nvgrace_helper_pagefault_disable(void);
 void nvgrace_helper_pagefault_enable(void);
 unsigned long nvgrace_helper_copy_from_user_nofault(void *to, const void __user *from,
 						    unsigned long n);
+void nvgrace_helper_set_current_state_killable(void);
 bool nvgrace_helper_fatal_signal_pending(void);
 void nvgrace_helper_fault_dbg(struct device *dev, unsigned int order, unsigned long pfn,
 			      unsigned int ret);

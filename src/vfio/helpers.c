@@ -80,6 +80,11 @@ unsigned long nvgrace_helper_copy_from_user_nofault(void *to, const void __user 
 	return __copy_from_user_inatomic(to, from, n);
 }
 
+void nvgrace_helper_set_current_state_killable(void)
+{
+	set_current_state(TASK_KILLABLE);
+}
+
 bool nvgrace_helper_fatal_signal_pending(void)
 {
 	return fatal_signal_pending(current);

@@ -22,10 +22,11 @@ const GIB: u64 = 1 << 30;
 
 /// What the driver does with the patches: lay them over the bytes vfio-pci-core read.
 fn overlay_read(bars: &EmuBars, pos: u64, buf: &mut [u8]) {
-    for p in bars.read_patch(pos, buf.len()) {
+    if let Some(p) = bars.read_patch(pos, buf.len()) {
         buf[p.buf_offset..p.buf_offset + p.data().len()].copy_from_slice(p.data());
     }
 }
+
 const MIB: u64 = 1 << 20;
 
 /// Upstream's `roundup_pow_of_two()` on 64-bit: `1 << fls64(n - 1)`.

@@ -16,6 +16,7 @@ use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::tap::diag;
 use nvgrace_guest_tests::tap::observe;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -188,7 +189,6 @@ fn whole_writers(dev: &Device, bar: u64, bar_size: u64) -> Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(4);
     let Some((usemem, resmem)) = expected_regions() else {
         Harness::skip_all("bar_race", "no _DSD memory: the BARs are not emulated");
     };
@@ -204,17 +204,19 @@ fn main() {
             .map(|r| r.bar_size)
             .ok_or_else(|| Failure::Skip("no resmem: BAR2/3 is not emulated".into()))
     };
-    t.test("bar4_dword_writers_race_readers", || {
-        dword_writers(&dev, BAR4, usemem.bar_size)
-    });
-    t.test("bar2_dword_writers_race_readers", || {
-        dword_writers(&dev, BAR2, resmem_bar()?)
-    });
-    t.test("bar4_whole_writers_race_readers", || {
-        whole_writers(&dev, BAR4, usemem.bar_size)
-    });
-    t.test("bar2_whole_writers_race_readers", || {
-        whole_writers(&dev, BAR2, resmem_bar()?)
-    });
-    t.finish()
+    let tests = vec![
+        test("bar4_dword_writers_race_readers", |_: &mut ()| {
+            dword_writers(&dev, BAR4, usemem.bar_size)
+        }),
+        test("bar2_dword_writers_race_readers", |_: &mut ()| {
+            dword_writers(&dev, BAR2, resmem_bar()?)
+        }),
+        test("bar4_whole_writers_race_readers", |_: &mut ()| {
+            whole_writers(&dev, BAR4, usemem.bar_size)
+        }),
+        test("bar2_whole_writers_race_readers", |_: &mut ()| {
+            whole_writers(&dev, BAR2, resmem_bar()?)
+        }),
+    ];
+    Harness::run_table(&mut (), tests)
 }

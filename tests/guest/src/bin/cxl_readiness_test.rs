@@ -28,6 +28,7 @@ use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -265,8 +266,7 @@ fn main() {
             "the rig's GPU reports readiness in BAR0, not in a CXL DVSEC (--gpu cxl)",
         );
     }
-    let mut t = Harness::new(5);
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
@@ -278,17 +278,24 @@ fn main() {
             std::process::exit(1);
         }
     };
-    t.test("memory_info_valid_late_fails_with_etime", || {
-        info_valid_late(&ctx)
-    });
-    t.test("memory_active_late_within_timeout_succeeds", || {
-        active_late_within_timeout(&ctx)
-    });
-    t.test("memory_active_past_timeout_fails_with_etime", || {
-        active_past_timeout(&ctx)
-    });
-    t.test("memory_active_wait_killable", || killable(&ctx));
-    let _ = model::reset_control();
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test("memory_info_valid_late_fails_with_etime", |_: &mut ()| {
+            info_valid_late(&ctx)
+        }),
+        test(
+            "memory_active_late_within_timeout_succeeds",
+            |_: &mut ()| active_late_within_timeout(&ctx),
+        ),
+        test(
+            "memory_active_past_timeout_fails_with_etime",
+            |_: &mut ()| active_past_timeout(&ctx),
+        ),
+        test("memory_active_wait_killable", |_: &mut ()| killable(&ctx)),
+        test("no_kernel_splat", |_: &mut ()| {
+            // Whatever failed above, leave the model as the command line set it.
+            let _ = model::reset_control();
+            sys::no_kernel_splat()
+        }),
+    ];
+    Harness::run_table(&mut (), tests)
 }

@@ -29,6 +29,7 @@ use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::differences;
 use nvgrace_guest_tests::differences::Build;
+use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::gpumem::OpenGpu;
@@ -38,6 +39,7 @@ use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -598,10 +600,17 @@ fn reopen_test(ctx: Ctx) -> Outcome {
     Ok(())
 }
 
+/// A test of the opened GPU, while it is open.
+fn with(f: impl FnOnce(&Ctx) -> Outcome) -> impl FnOnce(&mut Option<Ctx>) -> Outcome {
+    move |open| match open {
+        Some(ctx) => f(ctx),
+        None => fail!("the device is closed"),
+    }
+}
+
 fn main() {
     let long = std::env::args().skip(1).any(|a| a == "--long");
-    let mut t = Harness::new(6);
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}, readiness via {}, budget {:?}{}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu(),
@@ -620,19 +629,35 @@ fn main() {
             std::process::exit(1);
         }
     };
-    t.test("never_ready_accesses_fail_with_etime", || {
-        never_ready_test(&ctx)
-    });
-    t.test("bar0_all_ones_device_gone", || gone_test(&ctx, long));
-    t.test("flapping_readiness_succeeds_or_fails_cleanly", || {
-        flapping_test(&ctx)
-    });
-    t.test("low_power_fault_does_not_wait_for_readiness", || {
-        low_power_test(&ctx)
-    });
-    // Whatever failed above, leave the model as the command line set it.
-    let _ = model::reset_control();
-    t.test("reopen_after_faults", || reopen_test(ctx));
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test(
+            "never_ready_accesses_fail_with_etime",
+            with(never_ready_test),
+        ),
+        test(
+            "bar0_all_ones_device_gone",
+            with(|ctx| gone_test(ctx, long)),
+        ),
+        test(
+            "flapping_readiness_succeeds_or_fails_cleanly",
+            with(flapping_test),
+        ),
+        test(
+            "low_power_fault_does_not_wait_for_readiness",
+            with(low_power_test),
+        ),
+        test("reopen_after_faults", |open: &mut Option<Ctx>| {
+            // Whatever failed above, leave the model as the command line set it (untraced, as
+            // set-up between the tests).
+            let _ = tap::untraced(model::reset_control);
+            match open.take() {
+                Some(ctx) => reopen_test(ctx),
+                None => fail!("the device is closed"),
+            }
+        }),
+        test("no_kernel_splat", |_: &mut Option<Ctx>| {
+            sys::no_kernel_splat()
+        }),
+    ];
+    Harness::run_table(&mut Some(ctx), tests)
 }

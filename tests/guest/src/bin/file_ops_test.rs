@@ -43,6 +43,7 @@ use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::vfio;
@@ -537,21 +538,28 @@ fn registration_failure_quiet() -> tap::Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(7);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
-    t.test(
-        "config_write_fault_keeps_config_reads",
-        config_write_fault_keeps_config_reads,
-    );
-    t.test("file_position_unreachable", file_position_unreachable);
-    t.test("readonly_fd_shared_mapping", readonly_fd_shared_mapping);
-    t.test(
-        "usemem_write_efault_leaves_upstream_bytes",
-        usemem_write_efault_leaves_upstream_bytes,
-    );
-    t.test("usercopy_failure_ends", usercopy_failure_ends);
-    t.test("registration_failure_quiet", registration_failure_quiet);
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test("config_write_fault_keeps_config_reads", |_: &mut ()| {
+            config_write_fault_keeps_config_reads()
+        }),
+        test("file_position_unreachable", |_: &mut ()| {
+            file_position_unreachable()
+        }),
+        test("readonly_fd_shared_mapping", |_: &mut ()| {
+            readonly_fd_shared_mapping()
+        }),
+        test("usemem_write_efault_leaves_upstream_bytes", |_: &mut ()| {
+            usemem_write_efault_leaves_upstream_bytes()
+        }),
+        test("usercopy_failure_ends", |_: &mut ()| {
+            usercopy_failure_ends()
+        }),
+        test("registration_failure_quiet", |_: &mut ()| {
+            registration_failure_quiet()
+        }),
+        test("no_kernel_splat", |_: &mut ()| sys::no_kernel_splat()),
+    ];
+    Harness::run_table(&mut (), tests)
 }

@@ -25,6 +25,7 @@ use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::vfio::Device;
@@ -39,69 +40,74 @@ const READY_DELAY_MS: u64 = 400;
 const UPSTREAM_QUANTUM: Duration = Duration::from_millis(1_000);
 
 fn main() {
-    let mut t = Harness::new(2);
     let build = build();
-    t.test("first_access_after_reset", || {
-        if expected_regions().is_none() {
-            return Err(Failure::Skip("no GPU memory described".into()));
-        }
-        let Some(build) = build else {
-            return Err(Failure::Skip("no driver bound".into()));
-        };
-        let dev = Device::open_iommufd(GPU_BDF)?;
-        model::set_control(&[("ready_delay_ms", &READY_DELAY_MS.to_string())])?;
-        let mut b = [0u8; 8];
-        let usemem = 4u64 << VFIO_PCI_OFFSET_SHIFT;
-        dev.fd.read_at(&mut b, usemem)?;
-
-        let mark = model::log_mark()?;
-        let start = Instant::now();
-        dev.reset()?;
-        dev.fd.read_at(&mut b, usemem)?;
-        let took = start.elapsed();
-        // Reads of the C2C link status register (CXL: of Range 1 Size Low) since the reset,
-        // ready or not.
-        let lines = model::log_since(mark)?;
-        let polls = if model::readiness_via_bar0() {
-            let log = model::readiness_polls(&lines);
-            log.not_ready_reads + log.ready_reads
-        } else {
-            model::cxl_status_reads(&lines).len()
-        };
-        model::reset_control()?;
-        tap::diag(format!(
-            "{build:?}: reset + first read took {took:?}, {polls} readiness polls ({})",
-            if model::readiness_via_bar0() { "BAR0" } else { "CXL DVSEC" }
-        ));
-
-        check!(
-            took >= Duration::from_millis(READY_DELAY_MS),
-            "the read did not wait for readiness ({took:?})"
-        );
-        match build {
-            Build::Upstream => {
-                check!(
-                    took >= UPSTREAM_QUANTUM,
-                    "upstream: expected a whole-second sleep, took {took:?}"
-                );
-                check!(
-                    polls <= 3,
-                    "upstream: expected one poll a second, saw {polls}"
-                );
+    let tests = vec![
+        test("first_access_after_reset", |_: &mut ()| {
+            if expected_regions().is_none() {
+                return Err(Failure::Skip("no GPU memory described".into()));
             }
-            Build::Rust => {
-                check!(
-                    took < UPSTREAM_QUANTUM,
-                    "rust: took {took:?}, as long as upstream's sleep"
-                );
-                check!(
-                    polls >= 4,
-                    "rust: expected polls at a short interval, saw {polls}"
-                );
+            let Some(build) = build else {
+                return Err(Failure::Skip("no driver bound".into()));
+            };
+            let dev = Device::open_iommufd(GPU_BDF)?;
+            model::set_control(&[("ready_delay_ms", &READY_DELAY_MS.to_string())])?;
+            let mut b = [0u8; 8];
+            let usemem = 4u64 << VFIO_PCI_OFFSET_SHIFT;
+            dev.fd.read_at(&mut b, usemem)?;
+
+            let mark = model::log_mark()?;
+            let start = Instant::now();
+            dev.reset()?;
+            dev.fd.read_at(&mut b, usemem)?;
+            let took = start.elapsed();
+            // Reads of the C2C link status register (CXL: of Range 1 Size Low) since the reset,
+            // ready or not.
+            let lines = model::log_since(mark)?;
+            let polls = if model::readiness_via_bar0() {
+                let log = model::readiness_polls(&lines);
+                log.not_ready_reads + log.ready_reads
+            } else {
+                model::cxl_status_reads(&lines).len()
+            };
+            model::reset_control()?;
+            tap::diag(format!(
+                "{build:?}: reset + first read took {took:?}, {polls} readiness polls ({})",
+                if model::readiness_via_bar0() {
+                    "BAR0"
+                } else {
+                    "CXL DVSEC"
+                }
+            ));
+
+            check!(
+                took >= Duration::from_millis(READY_DELAY_MS),
+                "the read did not wait for readiness ({took:?})"
+            );
+            match build {
+                Build::Upstream => {
+                    check!(
+                        took >= UPSTREAM_QUANTUM,
+                        "upstream: expected a whole-second sleep, took {took:?}"
+                    );
+                    check!(
+                        polls <= 3,
+                        "upstream: expected one poll a second, saw {polls}"
+                    );
+                }
+                Build::Rust => {
+                    check!(
+                        took < UPSTREAM_QUANTUM,
+                        "rust: took {took:?}, as long as upstream's sleep"
+                    );
+                    check!(
+                        polls >= 4,
+                        "rust: expected polls at a short interval, saw {polls}"
+                    );
+                }
             }
-        }
-        Ok(())
-    });
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut ()| sys::no_kernel_splat()),
+    ];
+    Harness::run_table(&mut (), tests)
 }

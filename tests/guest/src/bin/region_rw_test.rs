@@ -11,6 +11,8 @@ use nvgrace_guest_tests::differences::resmem_stops_at_memlength;
 use nvgrace_guest_tests::expected_regions;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -359,15 +361,20 @@ fn zero_length_after_reset_test(dev: &Device, index: u32) -> Outcome {
     Ok(())
 }
 
+/// The device `main` opened for the tests up to the one that closes it.
+fn opened(d: &mut Option<Device>) -> Result<&Device, Failure> {
+    d.as_ref()
+        .ok_or_else(|| Failure::Fail("the device is already closed".into()))
+}
+
 fn main() {
-    let mut t = Harness::new(11);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
     let Some((usemem, resmem)) = expected_regions() else {
         println!("1..0 # SKIP no GPU memory described to the driver");
         std::process::exit(4);
     };
-    t.diag(format!("usemem {usemem:x?}, resmem {resmem:x?}"));
+    tap::diag(format!("usemem {usemem:x?}, resmem {resmem:x?}"));
     let dev = match Device::open_iommufd(GPU_BDF) {
         Ok(d) => d,
         Err(e) => {
@@ -377,39 +384,61 @@ fn main() {
     };
     let resmem_or_skip = || resmem.ok_or_else(|| Failure::Skip("no resmem on this GPU".into()));
 
-    t.test("usemem_region_info", || region_info_test(&dev, 4, &usemem));
-    t.test("resmem_region_info", || {
-        region_info_test(&dev, 2, &resmem_or_skip()?)
-    });
-    t.test("usemem_mmap_only_sparse_area", || {
-        sparse_area_mmap_test(&dev, 4, &usemem)
-    });
-    t.test("resmem_mmap_only_sparse_area", || {
-        sparse_area_mmap_test(&dev, 2, &resmem_or_skip()?)
-    });
-    t.test("usemem_boundaries", || boundaries_test(&dev, 4, &usemem));
-    t.test("resmem_boundaries", || {
-        boundaries_test(&dev, 2, &resmem_or_skip()?)
-    });
-    t.test("usemem_widths_and_large", || {
-        widths_and_large_test(&dev, 4, &usemem)
-    });
-    t.test("resmem_widths_and_large", || {
-        widths_and_large_test(&dev, 2, &resmem_or_skip()?)
-    });
-    t.test("bar0_region_info_from_core", || {
-        let info = dev.region_info(0)?;
-        check_eq!(
-            (info.offset, info.size),
-            (0u64, 16u64 << 20),
-            "BAR0 offset and size"
-        );
-        Ok(())
-    });
-    t.test("zero_length_accesses_check_readiness", || {
-        zero_length_after_reset_test(&dev, 4)
-    });
-    drop(dev);
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let mut ctx = Some(dev);
+    let tests = vec![
+        test("usemem_region_info", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            region_info_test(dev, 4, &usemem)
+        }),
+        test("resmem_region_info", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            region_info_test(dev, 2, &resmem_or_skip()?)
+        }),
+        test("usemem_mmap_only_sparse_area", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            sparse_area_mmap_test(dev, 4, &usemem)
+        }),
+        test("resmem_mmap_only_sparse_area", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            sparse_area_mmap_test(dev, 2, &resmem_or_skip()?)
+        }),
+        test("usemem_boundaries", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            boundaries_test(dev, 4, &usemem)
+        }),
+        test("resmem_boundaries", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            boundaries_test(dev, 2, &resmem_or_skip()?)
+        }),
+        test("usemem_widths_and_large", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            widths_and_large_test(dev, 4, &usemem)
+        }),
+        test("resmem_widths_and_large", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            widths_and_large_test(dev, 2, &resmem_or_skip()?)
+        }),
+        test("bar0_region_info_from_core", |d: &mut Option<Device>| {
+            let dev = opened(d)?;
+            let info = dev.region_info(0)?;
+            check_eq!(
+                (info.offset, info.size),
+                (0u64, 16u64 << 20),
+                "BAR0 offset and size"
+            );
+            Ok(())
+        }),
+        test(
+            "zero_length_accesses_check_readiness",
+            |d: &mut Option<Device>| {
+                let dev = opened(d)?;
+                zero_length_after_reset_test(dev, 4)
+            },
+        ),
+        test("no_kernel_splat", |d: &mut Option<Device>| {
+            tap::untraced(|| drop(d.take()));
+            sys::no_kernel_splat()
+        }),
+    ];
+    Harness::run_table(&mut ctx, tests)
 }

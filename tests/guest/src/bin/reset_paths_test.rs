@@ -30,6 +30,7 @@ use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -319,8 +320,7 @@ fn hot_reset_test(ctx: &Ctx) -> Outcome {
 }
 
 fn main() {
-    let mut t = Harness::new(4);
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
@@ -332,24 +332,30 @@ fn main() {
             std::process::exit(1);
         }
     };
-    t.test("flr_through_config_space_waits_and_keeps_bars", || {
-        flr_test(&ctx)
-    });
-    let _ = model::reset_control();
-    t.test("hot_reset_with_late_readiness", || hot_reset_test(&ctx));
-    let _ = model::reset_control();
-    // The driver's own reset clears the emulated BARs, after the resets above too.
-    t.test("vfio_device_reset_clears_bars_after_them", || {
-        for (bar, _) in emulated_bars(&ctx) {
-            ctx.dev
-                .config_write(bar, (BAR_ADDR | BAR_FLAGS).to_le_bytes())?;
-        }
-        ctx.dev.reset()?;
-        for (bar, _) in emulated_bars(&ctx) {
-            check_eq!(ctx.dev.config_read64(bar)?, BAR_FLAGS, "BAR at {bar:#x}");
-        }
-        Ok(())
-    });
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test(
+            "flr_through_config_space_waits_and_keeps_bars",
+            |_: &mut ()| flr_test(&ctx),
+        ),
+        test("hot_reset_with_late_readiness", |_: &mut ()| {
+            // Whatever the test before left in the model's controls is gone.
+            let _ = model::reset_control();
+            hot_reset_test(&ctx)
+        }),
+        // The driver's own reset clears the emulated BARs, after the resets above too.
+        test("vfio_device_reset_clears_bars_after_them", |_: &mut ()| {
+            let _ = model::reset_control();
+            for (bar, _) in emulated_bars(&ctx) {
+                ctx.dev
+                    .config_write(bar, (BAR_ADDR | BAR_FLAGS).to_le_bytes())?;
+            }
+            ctx.dev.reset()?;
+            for (bar, _) in emulated_bars(&ctx) {
+                check_eq!(ctx.dev.config_read64(bar)?, BAR_FLAGS, "BAR at {bar:#x}");
+            }
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut ()| sys::no_kernel_splat()),
+    ];
+    Harness::run_table(&mut (), tests)
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use nvgrace_guest_tests::check;
 use nvgrace_guest_tests::check_eq;
+use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::gpumem::OpenGpu;
@@ -24,6 +25,8 @@ use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::ChildEnd;
 use nvgrace_guest_tests::model;
 use nvgrace_guest_tests::sys;
+use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
@@ -97,7 +100,11 @@ fn first_pread_test(ctx: &Ctx, m: &GpuMem) -> Outcome {
         "{}: data read after the reset",
         m.name()
     );
-    WAIT.check("wait", &format!("{}: reset + first pread", m.name()), t2 - t0)?;
+    WAIT.check(
+        "wait",
+        &format!("{}: reset + first pread", m.name()),
+        t2 - t0,
+    )?;
     let (polls, log) = polls_since(mark)?;
     check!(
         polls.resets >= 1 && polls.not_ready_reads >= 1 && polls.ready_reads >= 1,
@@ -261,11 +268,18 @@ fn restored_test(ctx: &Ctx) -> Outcome {
     Ok(())
 }
 
+/// A test of the opened GPU, while it is open.
+fn with(f: impl FnOnce(&Ctx) -> Outcome) -> impl FnOnce(&mut Option<Ctx>) -> Outcome {
+    move |open| match open {
+        Some(ctx) => f(ctx),
+        None => fail!("the device is closed"),
+    }
+}
+
 fn main() {
-    let mut t = Harness::new(8);
     // Its I/O is the same in every boot: tapsum compares it between the builds.
     nvgrace_guest_tests::tap::trace_io();
-    t.diag(format!(
+    tap::diag(format!(
         "driver build: {}, GPU model: {}",
         nvgrace_guest_tests::rig_driver(),
         nvgrace_guest_tests::rig_gpu()
@@ -273,30 +287,42 @@ fn main() {
     let ctx = match Ctx::open(GPU_BDF) {
         Ok(c) => c,
         Err(e) => {
-            t.test("open_device", || Err(Failure::Fail(e.to_string())));
-            t.finish();
+            let why = e.to_string();
+            Harness::run_table(
+                &mut (),
+                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
+            );
         }
     };
     let use_ = ctx.usemem;
-    t.test("usemem_first_pread_after_reset_waits", || {
-        first_pread_test(&ctx, &use_)
-    });
-    t.test("resmem_first_pread_after_reset_waits", || {
-        let r = ctx.resmem.ok_or_else(|| {
-            Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu()))
-        })?;
-        first_pread_test(&ctx, &r)
-    });
-    t.test("first_pwrite_after_reset_waits", || first_pwrite_test(&ctx));
-    t.test("first_fault_after_reset_waits", || first_fault_test(&ctx));
-    t.test("readiness_wait_killable", || killable_test(&ctx));
-    t.test("readiness_restored_by_reset", || restored_test(&ctx));
-    t.test("device_closes", || {
-        drop(ctx);
-        Ok(())
-    });
-    // Whatever failed above, leave the model as the command line set it.
-    let _ = model::reset_control();
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    let tests = vec![
+        test(
+            "usemem_first_pread_after_reset_waits",
+            with(|ctx| first_pread_test(ctx, &use_)),
+        ),
+        test(
+            "resmem_first_pread_after_reset_waits",
+            with(|ctx| {
+                let r = ctx.resmem.ok_or_else(|| {
+                    Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu()))
+                })?;
+                first_pread_test(ctx, &r)
+            }),
+        ),
+        test("first_pwrite_after_reset_waits", with(first_pwrite_test)),
+        test("first_fault_after_reset_waits", with(first_fault_test)),
+        test("readiness_wait_killable", with(killable_test)),
+        test("readiness_restored_by_reset", with(restored_test)),
+        test("device_closes", |open: &mut Option<Ctx>| {
+            drop(open.take());
+            Ok(())
+        }),
+        test("no_kernel_splat", |_: &mut Option<Ctx>| {
+            // Whatever failed above, leave the model as the command line set it (untraced, as
+            // set-up between the tests).
+            let _ = tap::untraced(model::reset_control);
+            sys::no_kernel_splat()
+        }),
+    ];
+    Harness::run_table(&mut Some(ctx), tests)
 }

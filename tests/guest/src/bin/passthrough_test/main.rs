@@ -54,9 +54,11 @@ use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
 use nvgrace_guest_tests::tap::Harness;
 use nvgrace_guest_tests::tap::Outcome;
+use nvgrace_guest_tests::tap::Test;
 use nvgrace_guest_tests::vfio::region;
 use nvgrace_guest_tests::vfio::Device;
 use nvgrace_guest_tests::vfio::VFIO_PCI_OFFSET_SHIFT;
@@ -341,147 +343,166 @@ fn check_probes(
     Ok(())
 }
 
-/// One interface, steps 1-4 of the module documentation, as six tests.
-fn run_interface(t: &mut Harness, iface: Iface, guide: &str, bars: &[(u32, Region)]) {
+/// The inner machine of the interface under test, from its `_inner_machine_runs` to its
+/// `_inner_machine_writes_seen_outside`: the tests' context.
+type Ctx = Option<Inner>;
+
+/// One interface, steps 1-4 of the module documentation, as six tests (and on arm64 three of
+/// stage 2 before the last).
+fn interface_tests<'a>(
+    iface: Iface,
+    guide: &'a str,
+    bars: &'a [(u32, Region)],
+) -> Vec<Test<'a, Ctx>> {
     let n = iface.name();
     let device_id = nvgrace_guest_tests::model_device_id(&nvgrace_guest_tests::rig_gpu());
-    let mut inner: Option<Inner> = None;
     let stopped = || Failure::Fail("the inner machine did not run (see above)".into());
 
-    t.test(&format!("{n}_outer_writes_pattern"), || {
-        let dev = iface.open()?;
-        for &(bar, r) in bars {
-            poke(&dev, bar, &[(0, pattern(iface, bar)), (8, 0)])?;
-            write_probes(&dev, bar, r, &probes(iface, bar, r))?;
-        }
-        Ok(())
-    });
-
-    t.test(&format!("{n}_inner_machine_runs"), || {
-        let key = format!("qemu-{n}");
-        let block =
-            guide_block(guide, &key).ok_or_else(|| format!("{GUIDE} has no block {key}"))?;
-        let mut m = Inner::start(iface, &block)?;
-        let r = m.wait_done();
-        inner = Some(m);
-        r
-    });
-
-    t.test(&format!("{n}_gpu_and_bars_in_inner_machine"), || {
-        let m = inner.as_ref().ok_or_else(stopped)?;
-        let mut qmp = m.qmp()?;
-        let gpu = find_gpu(&mut qmp)?;
-        check_eq!(
-            gpu["id"]["vendor"].as_u64(),
-            Some(0x10de),
-            "vendor ID in query-pci"
-        );
-        check_eq!(
-            gpu["id"]["device"].as_u64(),
-            device_id.map(u64::from),
-            "device ID in query-pci"
-        );
-        check_eq!(
-            m.value("id"),
-            Some(0x10de | u64::from(device_id.unwrap_or(0)) << 16),
-            "ID the inner kernel read"
-        );
-        let regions = gpu["regions"].as_array().cloned().unwrap_or_default();
-        for &(bar, r) in bars {
-            let Some(reg) = regions
-                .iter()
-                .find(|x| x["bar"].as_u64() == Some(u64::from(bar)))
-            else {
-                fail!("query-pci shows no BAR{bar}: {}", gpu["regions"]);
-            };
-            check_eq!(reg["size"].as_u64(), Some(r.bar_size), "BAR{bar} size");
-            check_eq!(reg["type"].as_str(), Some("memory"), "BAR{bar} type");
-            check_eq!(reg["mem_type_64"].as_bool(), Some(true), "BAR{bar} 64-bit");
-            check_eq!(
-                reg["prefetch"].as_bool(),
-                Some(true),
-                "BAR{bar} prefetchable"
-            );
-            let addr = reg["address"].as_u64().unwrap_or(u64::MAX);
-            let raw = m
-                .value(&format!("bar{bar}"))
-                .ok_or("the inner kernel printed no BAR")?;
-            check_eq!(
-                raw & 0xf,
-                0xc,
-                "BAR{bar} register type bits in the inner machine (64-bit, prefetchable)"
-            );
-            check_eq!(
-                raw & !0xf,
-                addr,
-                "BAR{bar} address: inner kernel's register vs query-pci"
-            );
-            tap::diag(format!(
-                "{n}: BAR{bar} at {addr:#x}, size {:#x}",
-                r.bar_size
-            ));
-        }
-        Ok(())
-    });
-
-    t.test(&format!("{n}_inner_machine_reads_outer_pattern"), || {
-        let m = inner.as_ref().ok_or_else(stopped)?;
-        let mut qmp = m.qmp()?;
-        let gpu = find_gpu(&mut qmp)?;
-        for &(bar, _) in bars {
-            check_eq!(
-                m.value(&format!("bar{bar}_read")),
-                Some(pattern(iface, bar)),
-                "word 0 of BAR{bar} as the inner kernel read it"
-            );
-            let addr = bar_address(&gpu, bar)?;
-            let (word, text) = monitor_xp(&mut qmp, addr)?;
-            check_eq!(
-                word,
-                Some(pattern(iface, bar)),
-                "monitor xp at BAR{bar} ({text:?})"
-            );
-        }
-        check_probes(m, &mut qmp, &gpu, iface, bars, true)
-    });
-
-    t.test(&format!("{n}_inner_machine_reads_past_the_memory"), || {
-        if bars.iter().all(|(_, r)| r.bar_size == r.memlength) {
-            return Err(Failure::Skip(
-                "every BAR is exactly its memory in this geometry".into(),
-            ));
-        }
-        let m = inner.as_ref().ok_or_else(stopped)?;
-        let mut qmp = m.qmp()?;
-        let gpu = find_gpu(&mut qmp)?;
-        check_probes(m, &mut qmp, &gpu, iface, bars, false)
-    });
+    let mut tests = vec![
+        test(format!("{n}_outer_writes_pattern"), move |_: &mut Ctx| {
+            let dev = iface.open()?;
+            for &(bar, r) in bars {
+                poke(&dev, bar, &[(0, pattern(iface, bar)), (8, 0)])?;
+                write_probes(&dev, bar, r, &probes(iface, bar, r))?;
+            }
+            Ok(())
+        }),
+        test(format!("{n}_inner_machine_runs"), move |inner: &mut Ctx| {
+            let key = format!("qemu-{n}");
+            let block =
+                guide_block(guide, &key).ok_or_else(|| format!("{GUIDE} has no block {key}"))?;
+            let mut m = Inner::start(iface, &block)?;
+            let r = m.wait_done();
+            *inner = Some(m);
+            r
+        }),
+        test(
+            format!("{n}_gpu_and_bars_in_inner_machine"),
+            move |inner: &mut Ctx| {
+                let m = inner.as_ref().ok_or_else(stopped)?;
+                let mut qmp = m.qmp()?;
+                let gpu = find_gpu(&mut qmp)?;
+                check_eq!(
+                    gpu["id"]["vendor"].as_u64(),
+                    Some(0x10de),
+                    "vendor ID in query-pci"
+                );
+                check_eq!(
+                    gpu["id"]["device"].as_u64(),
+                    device_id.map(u64::from),
+                    "device ID in query-pci"
+                );
+                check_eq!(
+                    m.value("id"),
+                    Some(0x10de | u64::from(device_id.unwrap_or(0)) << 16),
+                    "ID the inner kernel read"
+                );
+                let regions = gpu["regions"].as_array().cloned().unwrap_or_default();
+                for &(bar, r) in bars {
+                    let Some(reg) = regions
+                        .iter()
+                        .find(|x| x["bar"].as_u64() == Some(u64::from(bar)))
+                    else {
+                        fail!("query-pci shows no BAR{bar}: {}", gpu["regions"]);
+                    };
+                    check_eq!(reg["size"].as_u64(), Some(r.bar_size), "BAR{bar} size");
+                    check_eq!(reg["type"].as_str(), Some("memory"), "BAR{bar} type");
+                    check_eq!(reg["mem_type_64"].as_bool(), Some(true), "BAR{bar} 64-bit");
+                    check_eq!(
+                        reg["prefetch"].as_bool(),
+                        Some(true),
+                        "BAR{bar} prefetchable"
+                    );
+                    let addr = reg["address"].as_u64().unwrap_or(u64::MAX);
+                    let raw = m
+                        .value(&format!("bar{bar}"))
+                        .ok_or("the inner kernel printed no BAR")?;
+                    check_eq!(
+                        raw & 0xf,
+                        0xc,
+                        "BAR{bar} register type bits in the inner machine (64-bit, prefetchable)"
+                    );
+                    check_eq!(
+                        raw & !0xf,
+                        addr,
+                        "BAR{bar} address: inner kernel's register vs query-pci"
+                    );
+                    tap::diag(format!(
+                        "{n}: BAR{bar} at {addr:#x}, size {:#x}",
+                        r.bar_size
+                    ));
+                }
+                Ok(())
+            },
+        ),
+        test(
+            format!("{n}_inner_machine_reads_outer_pattern"),
+            move |inner: &mut Ctx| {
+                let m = inner.as_ref().ok_or_else(stopped)?;
+                let mut qmp = m.qmp()?;
+                let gpu = find_gpu(&mut qmp)?;
+                for &(bar, _) in bars {
+                    check_eq!(
+                        m.value(&format!("bar{bar}_read")),
+                        Some(pattern(iface, bar)),
+                        "word 0 of BAR{bar} as the inner kernel read it"
+                    );
+                    let addr = bar_address(&gpu, bar)?;
+                    let (word, text) = monitor_xp(&mut qmp, addr)?;
+                    check_eq!(
+                        word,
+                        Some(pattern(iface, bar)),
+                        "monitor xp at BAR{bar} ({text:?})"
+                    );
+                }
+                check_probes(m, &mut qmp, &gpu, iface, bars, true)
+            },
+        ),
+        test(
+            format!("{n}_inner_machine_reads_past_the_memory"),
+            move |inner: &mut Ctx| {
+                if bars.iter().all(|(_, r)| r.bar_size == r.memlength) {
+                    return Err(Failure::Skip(
+                        "every BAR is exactly its memory in this geometry".into(),
+                    ));
+                }
+                let m = inner.as_ref().ok_or_else(stopped)?;
+                let mut qmp = m.qmp()?;
+                let gpu = find_gpu(&mut qmp)?;
+                check_probes(m, &mut qmp, &gpu, iface, bars, false)
+            },
+        ),
+    ];
 
     if ARM64 {
-        stage2_tests(t, n, inner.as_ref(), bars);
+        tests.extend(stage2_tests(n, bars));
     }
 
-    t.test(&format!("{n}_inner_machine_writes_seen_outside"), || {
-        let mut m = inner.take().ok_or_else(stopped)?;
-        if ARM64 {
-            m.power_off()?;
-        }
-        m.quit()?;
-        let log = m.qemu_log();
-        if !log.trim().is_empty() {
-            tap::diag(format!("{n}: QEMU said: {}", log.trim()));
-        }
-        drop(m);
-        let dev = iface.open()?;
-        for &(bar, _) in bars {
-            check_eq!(
-                peek(&dev, bar, 8)?,
-                !pattern(iface, bar),
-                "word 8 of BAR{bar} after the inner machine wrote it"
-            );
-        }
-        Ok(())
-    });
+    tests.push(test(
+        format!("{n}_inner_machine_writes_seen_outside"),
+        move |inner: &mut Ctx| {
+            let mut m = inner.take().ok_or_else(stopped)?;
+            if ARM64 {
+                m.power_off()?;
+            }
+            m.quit()?;
+            let log = m.qemu_log();
+            if !log.trim().is_empty() {
+                tap::diag(format!("{n}: QEMU said: {}", log.trim()));
+            }
+            drop(m);
+            let dev = iface.open()?;
+            for &(bar, _) in bars {
+                check_eq!(
+                    peek(&dev, bar, 8)?,
+                    !pattern(iface, bar),
+                    "word 8 of BAR{bar} after the inner machine wrote it"
+                );
+            }
+            Ok(())
+        },
+    ));
+    tests
 }
 
 fn main() {
@@ -497,12 +518,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // Per interface: six tests, and on arm64 three of stage 2.
-    let mut t = Harness::new(2 + 2 * if ARM64 { 9 } else { 6 });
     let guide = fs::read_to_string(GUIDE).unwrap_or_default();
     let bars = memory_bars().unwrap_or_default();
 
-    t.test("bind_as_the_guide_says", || {
+    let mut tests = vec![test("bind_as_the_guide_says", |_: &mut Ctx| {
         check!(
             Path::new(USERLAND).join("usr/bin").join(QEMU).exists(),
             "no {QEMU} in {USERLAND} (vm-run --userland{})",
@@ -541,11 +560,13 @@ fn main() {
             "driver of {GPU_BDF}"
         );
         Ok(())
-    });
+    })];
 
     for iface in [Iface::Group, Iface::Iommufd] {
-        run_interface(&mut t, iface, &guide, &bars);
+        tests.extend(interface_tests(iface, &guide, &bars));
     }
-    t.test("no_kernel_splat", sys::no_kernel_splat);
-    t.finish()
+    tests.push(test("no_kernel_splat", |_: &mut Ctx| {
+        sys::no_kernel_splat()
+    }));
+    Harness::run_table(&mut None, tests)
 }

@@ -14,8 +14,9 @@ use nvgrace_guest_tests::check_eq;
 use nvgrace_guest_tests::fail;
 use nvgrace_guest_tests::sys;
 use nvgrace_guest_tests::tap;
+use nvgrace_guest_tests::tap::test;
 use nvgrace_guest_tests::tap::Failure;
-use nvgrace_guest_tests::tap::Harness;
+use nvgrace_guest_tests::tap::Test;
 use nvgrace_guest_tests::vfio::region;
 use nvgrace_guest_tests::Region;
 
@@ -162,12 +163,10 @@ fn size_name(size: u64) -> String {
 
 /// arm64: the inner VM's stage-2 mappings of the GPU memory, while the stub spins after its
 /// accesses (the stage-2 entries of the BARs exist from its first access on).
-pub(crate) fn stage2_tests(
-    t: &mut Harness,
-    n: &str,
-    inner: Option<&Inner>,
-    bars: &[(u32, Region)],
-) {
+pub(crate) fn stage2_tests<'a>(
+    n: &'static str,
+    bars: &'a [(u32, Region)],
+) -> Vec<Test<'a, Option<Inner>>> {
     let stopped = || Failure::Fail("the inner machine did not run (see above)".into());
     let bar_ipa = |m: &Inner, bar: u32| -> Result<u64, Failure> {
         Ok(m.value(&format!("bar{bar}"))
@@ -175,49 +174,59 @@ pub(crate) fn stage2_tests(
             & !0xf)
     };
 
-    t.test(&format!("{n}_stage2_dump_maps_gpu_memory"), || {
-        let m = inner.ok_or_else(stopped)?;
-        let (vm, pid) = inner_vm()?;
-        let dump = fs::read_to_string(vm.join("stage2_page_tables"))
-            .map_err(|e| format!("{}: {e}", vm.display()))?;
-        let ranges = parse_kvm_dump(&dump);
-        let levels = fs::read_to_string(vm.join("stage2_levels")).unwrap_or_default();
-        let ipa_bits = fs::read_to_string(vm.join("ipa_range")).unwrap_or_default();
-        tap::diag(format!(
-            "{n}: {} ({} lines; {} IPA bits, {} levels)",
-            vm.display(),
-            dump.lines().count(),
-            ipa_bits.trim(),
-            levels.trim()
-        ));
-        for &(bar, r) in bars {
-            let ipa = bar_ipa(m, bar)?;
-            for l in ranges.iter().filter(|l| l.valid && l.start < ipa + r.bar_size && l.end > ipa) {
-                tap::diag(format!("{n}: BAR{bar} (IPA {ipa:#x}) in KVM's dump: {}", l.line));
-            }
-            let Some(first) = ranges.iter().find(|l| l.start <= ipa && ipa + 16 <= l.end) else {
-                fail!("KVM's dump has no range holding BAR{bar}'s first words at IPA {ipa:#x}:\n{dump}");
-            };
-            check!(
+    let mut tests = vec![test(
+        format!("{n}_stage2_dump_maps_gpu_memory"),
+        move |inner: &mut Option<Inner>| {
+            let m = inner.as_ref().ok_or_else(stopped)?;
+            let (vm, pid) = inner_vm()?;
+            let dump = fs::read_to_string(vm.join("stage2_page_tables"))
+                .map_err(|e| format!("{}: {e}", vm.display()))?;
+            let ranges = parse_kvm_dump(&dump);
+            let levels = fs::read_to_string(vm.join("stage2_levels")).unwrap_or_default();
+            let ipa_bits = fs::read_to_string(vm.join("ipa_range")).unwrap_or_default();
+            tap::diag(format!(
+                "{n}: {} ({} lines; {} IPA bits, {} levels)",
+                vm.display(),
+                dump.lines().count(),
+                ipa_bits.trim(),
+                levels.trim()
+            ));
+            for &(bar, r) in bars {
+                let ipa = bar_ipa(m, bar)?;
+                for l in ranges
+                    .iter()
+                    .filter(|l| l.valid && l.start < ipa + r.bar_size && l.end > ipa)
+                {
+                    tap::diag(format!(
+                        "{n}: BAR{bar} (IPA {ipa:#x}) in KVM's dump: {}",
+                        l.line
+                    ));
+                }
+                let Some(first) = ranges.iter().find(|l| l.start <= ipa && ipa + 16 <= l.end)
+                else {
+                    fail!("KVM's dump has no range holding BAR{bar}'s first words at IPA {ipa:#x}:\n{dump}");
+                };
+                check!(
                 first.valid && first.rw && first.af,
                 "BAR{bar}'s first page at IPA {ipa:#x} is not mapped read-write (with AF) at stage 2: {}",
                 first.line
             );
-        }
-        // Where QEMU mapped the BARs (the stage-1 side of the block-size question).
-        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        for l in maps.lines().filter(|l| l.contains("vfio")) {
-            tap::diag(format!("{n}: QEMU mapping: {l}"));
-        }
-        Ok(())
-    });
+            }
+            // Where QEMU mapped the BARs (the stage-1 side of the block-size question).
+            let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            for l in maps.lines().filter(|l| l.contains("vfio")) {
+                tap::diag(format!("{n}: QEMU mapping: {l}"));
+            }
+            Ok(())
+        },
+    )];
 
     for (name, bar_index, want) in [
         ("usemem_write_back", region::BAR4, "normal-wb"),
         ("resmem_normal_nc", region::BAR2, "normal-nc"),
     ] {
-        t.test(&format!("{n}_stage2_{name}"), || {
-            let m = inner.ok_or_else(stopped)?;
+        tests.push(test(format!("{n}_stage2_{name}"), move |inner: &mut Option<Inner>| {
+            let m = inner.as_ref().ok_or_else(stopped)?;
             let Some(&(bar, r)) = bars.iter().find(|(b, _)| *b == bar_index) else {
                 return Err(Failure::Skip(format!("no BAR{bar_index} memory on this GPU")));
             };
@@ -263,6 +272,7 @@ pub(crate) fn stage2_tests(
                     .join(", ")
             ));
             Ok(())
-        });
+        }));
     }
+    tests
 }
