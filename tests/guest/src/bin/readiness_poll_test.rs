@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Difference 2 (tests/guest/src/differences.rs): after a reset, upstream polls the GPU's
-//! readiness once a second, the Rust driver at an interval that starts at 1 ms. With the model
-//! ready 400 ms after the FLR, the first access after `VFIO_DEVICE_RESET` therefore waits a
-//! whole second on upstream and a few tens of milliseconds past the readiness on Rust.
+//! readiness once a second, the Rust driver every max(2 ms, 1/128 of the time waited). With the
+//! model ready 400 ms after the FLR, the first access after `VFIO_DEVICE_RESET` therefore waits a
+//! whole second on upstream and a few milliseconds past the readiness on Rust.
 //!
 //! Evidence, per build: the number of readiness polls the model logged (its access log) and a
 //! bound on the wait that lies a long way from the other build's behaviour (upstream: at least
