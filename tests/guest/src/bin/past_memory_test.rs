@@ -7,8 +7,8 @@
 //! all ones, but `nvgrace_gpu_read_mem()` checks before it fills them): device_fault_test covers
 //! waits that end in ETIME.
 //!
-//! Needs a region whose memory is shorter than its BAR: the gh200-1.75g geometry (usemem 768 MiB
-//! in a 1 GiB BAR); skips elsewhere.
+//! Needs a region whose memory is shorter than its BAR: the gh200-1.75g geometry (usemem
+//! 512 MiB, resmem the remaining 1.25 GiB in a 2 GiB BAR); skips elsewhere.
 
 use std::time::Duration;
 
