@@ -48,12 +48,17 @@
  * drivers' open_device fail after vfio_pci_core_enable() and see it unwound. Write
  * "<first pfn> <pages>" to claim, "release" to give it back; closing the file that claimed also
  * gives it back. One claim at a time (EBUSY for a second one); EOPNOTSUPP without
- * CONFIG_MEMORY_FAILURE; EINVAL for a malformed request or 0 pages.
+ * CONFIG_MEMORY_FAILURE; EINVAL for a malformed request or 0 pages. "mem <start> <bytes>"
+ * requests that physical address range (request_mem_region()), so that vfio-pci-core cannot
+ * request a BAR inside it when it enables the device (vfio_pci_core_map_bars() leaves the BAR
+ * unmapped, an IOMEM_ERR_PTR(-EBUSY)); "release" and the close give it back too, EBUSY when it
+ * is taken already.
  */
 
 #include <linux/capability.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/ioport.h>
 #include <linux/kernel.h>
 #include <linux/memory-failure.h>
 #include <linux/mm.h>
@@ -530,6 +535,9 @@ static const struct file_operations pgattr_fops = {
 static DEFINE_MUTEX(claim_lock);
 static struct pfn_address_space claim_space;
 static struct file *claim_owner;	/* protected by claim_lock; NULL: nothing claimed */
+/* The "mem" claim: a requested physical range and its owner, also under claim_lock. */
+static resource_size_t mem_start, mem_len;
+static struct file *mem_owner;
 
 /* Never called while the claim holds: the tests inject no memory failure into a claimed range. */
 static int claim_pfn_to_vma_pgoff(struct vm_area_struct *vma, unsigned long pfn, pgoff_t *pgoff)
@@ -544,6 +552,32 @@ static void claim_release_locked(struct file *file)
 		unregister_pfn_address_space(&claim_space);
 		claim_owner = NULL;
 	}
+	if (mem_owner == file) {
+		release_mem_region(mem_start, mem_len);
+		mem_owner = NULL;
+	}
+}
+
+/* "mem <start> <bytes>": request that physical range, under claim_lock. */
+static int claim_mem_locked(struct file *file, char *args)
+{
+	char *len = strchr(args, ' ');
+	unsigned long long start, n;
+
+	if (!len)
+		return -EINVAL;
+	*len++ = 0;
+	if (kstrtoull(args, 0, &start) || kstrtoull(skip_spaces(len), 0, &n) || !n ||
+	    start + n - 1 < start)
+		return -EINVAL;
+	if (mem_owner)
+		return -EBUSY;
+	if (!request_mem_region(start, n, "nvgrace_pgattr claim"))
+		return -EBUSY;
+	mem_start = start;
+	mem_len = n;
+	mem_owner = file;
+	return 0;
 }
 
 static ssize_t claim_write(struct file *file, const char __user *ubuf, size_t count,
@@ -563,6 +597,10 @@ static ssize_t claim_write(struct file *file, const char __user *ubuf, size_t co
 	if (!strcmp(req, "release")) {
 		claim_release_locked(file);
 		return count;
+	}
+	if (!strncmp(req, "mem ", 4)) {
+		ret = claim_mem_locked(file, req + 4);
+		return ret ? ret : count;
 	}
 	pages = strchr(req, ' ');
 	if (!pages)

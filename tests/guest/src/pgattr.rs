@@ -311,6 +311,25 @@ impl PfnClaim {
         Ok(PfnClaim { file })
     }
 
+    /// Requests the physical range `[start, start + len)` (bytes) through the module, so that
+    /// vfio-pci-core cannot request a BAR inside it when it enables the device. `EBUSY` when the
+    /// range, or part of it, is requested already (or the module holds another).
+    pub fn claim_mem(start: u64, len: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(CLAIM)
+            .map_err(|e| io::Error::new(e.kind(), format!("{CLAIM}: {e}")))?;
+        let req = format!("mem {start:#x} {len:#x}");
+        let n = file.write_at(req.as_bytes(), 0)?;
+        if n != req.len() {
+            return Err(io::Error::other(format!(
+                "{CLAIM}: wrote {n} of {} bytes",
+                req.len()
+            )));
+        }
+        Ok(PfnClaim { file })
+    }
+
     /// Gives the range back now (dropping does the same).
     pub fn release(self) -> io::Result<()> {
         self.file.write_at(b"release", 0).map(|_| ())

@@ -7,6 +7,10 @@
 //! CONFIG_MEMORY_FAILURE) fails the open, after unregistering what it registered and disabling
 //! the device.
 //!
+//! Before that, the open needs vfio-pci-core's mapping of BAR0, where readiness is read
+//! (upstream: "bail early if that wasn't successful"): with BAR0's range requested by someone
+//! else, vfio-pci-core leaves BAR0 unmapped and the open fails with its EBUSY.
+//!
 //! The rig makes the registration fail: the test module (tests/pgattr, its `claim` file) holds a
 //! page of the range in memory-failure's registry first, and `register_pfn_address_space()`
 //! refuses an overlapping range with EBUSY. The usemem case fails after resmem was registered:
@@ -84,6 +88,35 @@ fn failed_open_then_open(r: &Region, what: &str) -> tap::Outcome {
     Ok(())
 }
 
+/// BAR0's physical range (bytes) from sysfs `resource` (its first line: start, end, flags).
+fn bar0_range() -> Result<(u64, u64), Failure> {
+    let text = sys::read_attr(sys::pci_dir(GPU_BDF).join("resource"))?;
+    let first = text.lines().next().unwrap_or_default();
+    let mut f = first
+        .split_whitespace()
+        .map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16));
+    match (f.next(), f.next()) {
+        (Some(Ok(start)), Some(Ok(end))) if end > start => Ok((start, end - start + 1)),
+        _ => Err(Failure::Fail(format!("BAR0 in sysfs resource: {first:?}"))),
+    }
+}
+
+/// With BAR0's range taken, the open fails with EBUSY; once it is given back, it works.
+fn bar0_taken_then_open() -> tap::Outcome {
+    let (start, len) = bar0_range()?;
+    let claim = PfnClaim::claim_mem(start, len)
+        .map_err(|e| Failure::Fail(format!("request of BAR0 {start:#x}+{len:#x}: {e}")))?;
+    let err = OpenGpu::open(GPU_BDF).err().map(|e: io::Error| e.kind());
+    tap::observe("bar0_taken_open_error", format!("{err:?}"));
+    check_eq!(
+        err,
+        Some(io::ErrorKind::ResourceBusy),
+        "open while BAR0's range is requested elsewhere (EBUSY)"
+    );
+    claim.release()?;
+    open_and_read()
+}
+
 fn main() {
     let Some((usemem, resmem)) = expected_regions() else {
         Harness::skip_all("open_unwind", "no GPU memory in the rig's _DSD");
@@ -96,6 +129,10 @@ fn main() {
     Harness::run_table(
         &mut (),
         vec![
+            test("open_fails_while_bar0_is_taken", |_: &mut ()| {
+                need()?;
+                bar0_taken_then_open()
+            }),
             test("open_fails_while_usemem_pfns_registered", |_: &mut ()| {
                 need()?;
                 failed_open_then_open(&usemem, "usemem")
