@@ -208,6 +208,13 @@ impl Device {
 
     /// Opens the device through its IOMMU group in a new type1 (v2) container.
     pub fn open_group(bdf: &str) -> io::Result<Self> {
+        Self::open_group_as(bdf, bdf)
+    }
+
+    /// Like [`Self::open_group`], asking `VFIO_GROUP_GET_DEVICE_FD` for the device by `name`:
+    /// what the device's `match` operation accepts (vfio-pci-core's: the PCI name, then
+    /// optionally ` vf_token=<UUID>`), or the device name exactly when it has none.
+    pub fn open_group_as(bdf: &str, name: &str) -> io::Result<Self> {
         let container = open_rw("/dev/vfio/vfio")?;
         let group = open_rw(&format!("/dev/vfio/{}", iommu_group(bdf)?))?;
         let mut status = uapi::vfio_group_status {
@@ -234,7 +241,7 @@ impl Device {
                 uapi::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
             ),
         )?;
-        let name = std::ffi::CString::new(bdf).map_err(io::Error::other)?;
+        let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD takes a NUL-terminated device name.
         let r = unsafe {
             libc::ioctl(

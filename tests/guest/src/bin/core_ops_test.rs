@@ -5,7 +5,8 @@
 //! them is vfio-pci-core's, so the device behaves as under vfio-pci. Each operation the drivers
 //! must pass through is used once: device features (`VFIO_DEVICE_FEATURE`, its probe of
 //! low-power entry), read and write of BAR0 through the device fd, mmap of BAR0, the device
-//! reset. What each returned is an observation compared between the builds.
+//! reset, and the matching of a device name (`match`: vfio-pci-core's parses a VF token). What
+//! each returned is an observation compared between the builds.
 //!
 //! Run after probe_test in the probe-no-dsd run (the GPU is bound to the build under test).
 
@@ -79,6 +80,32 @@ fn bar0_mmap(dev: &Device) -> tap::Outcome {
     Ok(())
 }
 
+/// `VFIO_GROUP_GET_DEVICE_FD` by the PCI name with a VF token: vfio-pci-core's `match` parses
+/// the token and refuses it for a function that is neither a PF with VFs nor a VF
+/// (vfio_pci_validate_vf_token(): EINVAL); without that `match`, vfio compares the whole string
+/// with the device name and finds no device (ENODEV). The device must be closed (its iommufd
+/// open is dropped first).
+fn name_with_vf_token() -> tap::Outcome {
+    let name = format!("{GPU_BDF} vf_token=00000000-0000-0000-0000-000000000000");
+    let r = Device::open_group_as(GPU_BDF, &name).map(drop);
+    let kind = r.as_ref().err().map(io::Error::kind);
+    tap::observe("vf_token_open", format!("{kind:?}"));
+    check_eq!(
+        kind,
+        Some(io::ErrorKind::InvalidInput),
+        "VFIO_GROUP_GET_DEVICE_FD of {name:?} (EINVAL expected): {r:?}"
+    );
+    // The name alone still finds it.
+    Device::open_group(GPU_BDF)?;
+    Ok(())
+}
+
+/// The device opened in main, until a test closes it.
+fn open(d: &Option<Device>) -> Result<&Device, Failure> {
+    d.as_ref()
+        .ok_or_else(|| Failure::Fail("the device was closed by an earlier test".into()))
+}
+
 fn main() {
     let dev = match Device::open_iommufd(GPU_BDF) {
         Ok(d) => d,
@@ -93,17 +120,19 @@ fn main() {
         }
     };
     Harness::run_table(
-        &mut (),
+        &mut Some(dev),
         vec![
-            test("device_feature_is_vfio_pci_cores", |_: &mut ()| {
-                feature_probe(&dev)
-            }),
-            test("bar0_read_write_through_the_fd", |_: &mut ()| {
-                bar0_read_write(&dev)
-            }),
-            test("bar0_mmap", |_: &mut ()| bar0_mmap(&dev)),
-            test("device_reset", |_: &mut ()| {
-                let r = dev.reset();
+            test(
+                "device_feature_is_vfio_pci_cores",
+                |d: &mut Option<Device>| feature_probe(open(d)?),
+            ),
+            test(
+                "bar0_read_write_through_the_fd",
+                |d: &mut Option<Device>| bar0_read_write(open(d)?),
+            ),
+            test("bar0_mmap", |d: &mut Option<Device>| bar0_mmap(open(d)?)),
+            test("device_reset", |d: &mut Option<Device>| {
+                let r = open(d)?.reset();
                 tap::observe(
                     "reset",
                     r.as_ref()
@@ -112,7 +141,17 @@ fn main() {
                 );
                 Ok(r?)
             }),
-            test("no_kernel_splat", |_: &mut ()| sys::no_kernel_splat()),
+            test(
+                "device_name_match_is_vfio_pci_cores",
+                |d: &mut Option<Device>| {
+                    // The group interface needs the device closed.
+                    d.take();
+                    name_with_vf_token()
+                },
+            ),
+            test("no_kernel_splat", |_: &mut Option<Device>| {
+                sys::no_kernel_splat()
+            }),
         ],
     )
 }
