@@ -296,34 +296,26 @@ impl PfnClaim {
     /// Fails with the module's errno: `EBUSY` (a range is claimed already, or memory-failure
     /// has an overlapping one), `EOPNOTSUPP` (no CONFIG_MEMORY_FAILURE), `EINVAL`.
     pub fn claim(first_pfn: u64, pages: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(CLAIM)
-            .map_err(|e| io::Error::new(e.kind(), format!("{CLAIM}: {e}")))?;
-        let req = format!("{first_pfn:#x} {pages}");
-        let n = file.write_at(req.as_bytes(), 0)?;
-        if n != req.len() {
-            return Err(io::Error::other(format!(
-                "{CLAIM}: wrote {n} of {} bytes",
-                req.len()
-            )));
-        }
-        Ok(PfnClaim { file })
+        Self::request(&format!("{first_pfn:#x} {pages}"))
     }
 
     /// Requests the physical range `[start, start + len)` (bytes) through the module, so that
     /// vfio-pci-core cannot request a BAR inside it when it enables the device. `EBUSY` when the
     /// range, or part of it, is requested already (or the module holds another).
     pub fn claim_mem(start: u64, len: u64) -> io::Result<Self> {
+        Self::request(&format!("mem {start:#x} {len:#x}"))
+    }
+
+    /// Opens the claim file and writes one request to it; the open file holds the claim.
+    fn request(req: &str) -> io::Result<Self> {
         let file = OpenOptions::new()
             .write(true)
             .open(CLAIM)
             .map_err(|e| io::Error::new(e.kind(), format!("{CLAIM}: {e}")))?;
-        let req = format!("mem {start:#x} {len:#x}");
         let n = file.write_at(req.as_bytes(), 0)?;
         if n != req.len() {
             return Err(io::Error::other(format!(
-                "{CLAIM}: wrote {n} of {} bytes",
+                "{CLAIM}: {req:?}: wrote {n} of {} bytes",
                 req.len()
             )));
         }
