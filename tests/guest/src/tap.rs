@@ -353,6 +353,14 @@ impl Harness {
         t.finish()
     }
 
+    /// Reports a program whose device did not open: a plan of one test, `open_device`, failed
+    /// with `why`, then the totals; exits 1.
+    pub fn open_failed(why: impl Display) -> ! {
+        let mut t = Harness::new(1);
+        t.test("open_device", || Err(Failure::Fail(why.to_string())));
+        t.finish()
+    }
+
     /// Prints the totals and exits with the kselftest status.
     pub fn finish(self) -> ! {
         let missing = self.planned.saturating_sub(self.run);

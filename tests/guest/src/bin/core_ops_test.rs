@@ -109,15 +109,7 @@ fn open(d: &Option<Device>) -> Result<&Device, Failure> {
 fn main() {
     let dev = match Device::open_iommufd(GPU_BDF) {
         Ok(d) => d,
-        Err(e) => {
-            let why = e.to_string();
-            Harness::run_table(
-                &mut (),
-                vec![test("open_device", move |_: &mut ()| {
-                    Err(Failure::Fail(why.clone()))
-                })],
-            )
-        }
+        Err(e) => Harness::open_failed(e),
     };
     Harness::run_table(
         &mut Some(dev),

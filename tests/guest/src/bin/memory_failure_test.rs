@@ -587,13 +587,7 @@ fn main() {
     };
     let (dev, usemem, resmem) = match open() {
         Ok(x) => x,
-        Err(e) => {
-            let why = e.to_string();
-            Harness::run_table(
-                &mut (),
-                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
-            );
-        }
+        Err(e) => Harness::open_failed(e),
     };
     let no_resmem = || Failure::Skip(format!("{} has no resmem", nvgrace_guest_tests::rig_gpu()));
 

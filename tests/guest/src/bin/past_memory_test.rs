@@ -87,15 +87,7 @@ fn dropped_writes_do_not_wait(gpu: &OpenGpu) -> tap::Outcome {
 fn main() {
     let gpu = match OpenGpu::open(GPU_BDF) {
         Ok(g) => g,
-        Err(e) => {
-            let why = e.to_string();
-            Harness::run_table(
-                &mut (),
-                vec![test("open_device", move |_: &mut ()| {
-                    Err(Failure::Fail(why.clone()))
-                })],
-            )
-        }
+        Err(e) => Harness::open_failed(e),
     };
     Harness::run_table(
         &mut (),

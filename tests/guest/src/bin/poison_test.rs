@@ -324,13 +324,7 @@ fn main() {
     });
     let (dev, usemem, resmem) = match opened {
         Ok(x) => x,
-        Err(e) => {
-            let why = e.to_string();
-            Harness::run_table(
-                &mut (),
-                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
-            );
-        }
+        Err(e) => Harness::open_failed(e),
     };
 
     let tests = vec![

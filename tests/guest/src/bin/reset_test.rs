@@ -286,13 +286,7 @@ fn main() {
     ));
     let ctx = match Ctx::open(GPU_BDF) {
         Ok(c) => c,
-        Err(e) => {
-            let why = e.to_string();
-            Harness::run_table(
-                &mut (),
-                vec![test("open_device", move |_: &mut ()| fail!("{why}"))],
-            );
-        }
+        Err(e) => Harness::open_failed(e),
     };
     let use_ = ctx.usemem;
     let tests = vec![
