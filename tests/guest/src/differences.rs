@@ -74,6 +74,18 @@
 //!    driver unmaps what is already mapped when the failure is reported.
 //!    Tests: `poison_test`; `concurrency_test` (`memory_failure_while_faulting`: the faulting
 //!    process may get that SIGBUS after a reset, with the Rust driver only).
+//! 7. **Concurrent writes of an emulated BAR register** (found by bar_race_test, on x86).
+//!    Upstream's `nvgrace_gpu_write_config_emu()` copies the user's bytes straight into the
+//!    register (`copy_from_user()` into `bar_val`), and `nvgrace_gpu_read_config_emu()` reads it
+//!    without a lock. A user copy may store a byte at a time (x86's `rep movsb`, which TCG runs as
+//!    a byte loop), so a concurrent reader can get some bytes of the old value and some of the
+//!    new: `0xffe000000c` from writers of 0 and all-ones to BAR4, in about one boot of 16 here.
+//!    On arm64 an aligned 8-byte user copy is one store, which hides it. The Rust driver stores
+//!    each write whole under its register lock and reads under a sequence count
+//!    (`config_emu::EmuBarRegs`): every read is a value the register held. No write is lost with
+//!    either driver (upstream copies only the bytes the access covers).
+//!    Test: `bar_race_test` (for upstream, each byte of a read must be a byte some write stored
+//!    there; for ours, the value itself).
 
 /// Which build of the driver the rig bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +125,12 @@ pub fn copies_under_memory_lock() -> bool {
 /// Difference 6: whether a page that memory-failure reported is refused from then on (faults
 /// SIGBUS, reads and writes EIO, huge faults over it fall back).
 pub fn poisoned_pages_stay_poisoned() -> bool {
+    build() == Some(Build::Rust)
+}
+
+/// Difference 7: whether a config read of an emulated BAR register returns a value the register
+/// held, never a mix of the bytes of a concurrent write and those before it.
+pub fn bar_reads_whole() -> bool {
     build() == Some(Build::Rust)
 }
 
