@@ -26,8 +26,6 @@ void nvgrace_helper_pm_runtime_put(struct device *dev);
 void nvgrace_helper_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags);
 void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma);
 bool nvgrace_helper_vma_is_cow_mapping(struct vm_area_struct *vma);
-bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
-					 unsigned long pfn, unsigned int order);
 void nvgrace_helper_pagefault_disable(void);
 void nvgrace_helper_pagefault_enable(void);
 unsigned long nvgrace_helper_copy_from_user_nofault(void *to, const void __user *from,

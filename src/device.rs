@@ -216,28 +216,47 @@ impl NvGraceGpu {
     }
 
     /// Waits for CXL memory to become active, outside `memory_lock` (it may take up to 256 s);
-    /// only after a reset on the CXL path.
+    /// only after a reset on the CXL path. Inlined: every access of GPU memory passes here, and
+    /// only the first one after a reset has anything to do.
+    #[inline]
     fn wait_cxl_if_reset(vdev: &CoreDevice<Self>) -> Result {
         let me = vdev.data();
         match me.cxl_dvsec {
-            Some(dvsec) if me.reset_done.load(Ordering::Acquire) => {
-                readiness::wait_cxl(&mut KernelClock::new(), || {
-                    Self::cxl_status(vdev.pdev(), dvsec)
-                })
-                .map_err(wait_errno)
-            }
+            Some(dvsec) if me.reset_done.load(Ordering::Acquire) => Self::wait_cxl(vdev, dvsec),
             _ => Ok(()),
         }
+    }
+
+    /// The wait of [`NvGraceGpu::wait_cxl_if_reset`], out of line.
+    #[cold]
+    #[inline(never)]
+    fn wait_cxl(vdev: &CoreDevice<Self>, dvsec: u16) -> Result {
+        readiness::wait_cxl(&mut KernelClock::new(), || {
+            Self::cxl_status(vdev.pdev(), dvsec)
+        })
+        .map_err(wait_errno)
     }
 
     /// Checks, under `memory_lock`, that the GPU is ready after a reset before its memory is
     /// touched (accesses before that can log harmless corrected RAS events). The legacy path
     /// polls BAR0 here; the CXL path only tests (`EAGAIN` if not active: wait and retry).
+    /// Inlined, as [`NvGraceGpu::wait_cxl_if_reset`].
+    #[inline]
     fn check_ready(vdev: &CoreDevice<Self>, guard: &MemoryReadGuard<'_, Self>) -> Result {
-        let me = vdev.data();
-        if !me.reset_done.load(Ordering::Acquire) {
+        if !vdev.data().reset_done.load(Ordering::Acquire) {
             return Ok(());
         }
+        Self::check_ready_after_reset(vdev, guard)
+    }
+
+    /// The check of [`NvGraceGpu::check_ready`] once a reset happened, out of line.
+    #[cold]
+    #[inline(never)]
+    fn check_ready_after_reset(
+        vdev: &CoreDevice<Self>,
+        guard: &MemoryReadGuard<'_, Self>,
+    ) -> Result {
+        let me = vdev.data();
         if !guard.memory_enabled() {
             return Err(EIO);
         }
@@ -474,11 +493,15 @@ impl VariantOps for NvGraceGpu {
         Ok(())
     }
 
+    // `read` and `write` only dispatch, inlined into the callback, with the emulated paths out
+    // of line: an access that goes to vfio-pci-core (BAR0, the other regions) then costs a few
+    // instructions more than calling it directly, as upstream's `nvgrace_gpu_read()`, instead of
+    // the prologue of the memory path (Documentation/performance.md, "BAR0 read").
+    #[inline]
     fn read(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         let (index, _) = split_pos(*pos);
         if vdev.data().region(index).is_some() {
-            let _pm = vdev.pm_resume()?;
-            return mem_access::read(vdev, buf, count, pos);
+            return Self::read_mem(vdev, buf, count, pos);
         }
         if index == region_index::CONFIG.into() {
             return Self::read_config(vdev, buf, count, pos);
@@ -486,11 +509,11 @@ impl VariantOps for NvGraceGpu {
         vdev.core_read(buf, count, pos)
     }
 
+    #[inline]
     fn write(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         let (index, _) = split_pos(*pos);
         if vdev.data().region(index).is_some() {
-            let _pm = vdev.pm_resume()?;
-            return mem_access::write(vdev, buf, count, pos);
+            return Self::write_mem(vdev, buf, count, pos);
         }
         if index == region_index::CONFIG.into() {
             return Self::write_config(vdev, buf, count, pos);
@@ -542,8 +565,35 @@ fn tolerate_eopnotsupp(r: Result) -> Result {
     }
 }
 
+/// The emulated BARs' `read` and `write` (upstream `nvgrace_gpu_read()` and
+/// `nvgrace_gpu_write()` for usemem and resmem): the device is resumed around the access.
+impl NvGraceGpu {
+    #[inline(never)]
+    fn read_mem(
+        vdev: &CoreDevice<Self>,
+        buf: UserPtr,
+        count: usize,
+        pos: &mut i64,
+    ) -> Result<usize> {
+        let _pm = vdev.pm_resume()?;
+        mem_access::read(vdev, buf, count, pos)
+    }
+
+    #[inline(never)]
+    fn write_mem(
+        vdev: &CoreDevice<Self>,
+        buf: UserPtr,
+        count: usize,
+        pos: &mut i64,
+    ) -> Result<usize> {
+        let _pm = vdev.pm_resume()?;
+        mem_access::write(vdev, buf, count, pos)
+    }
+}
+
 /// Config space (upstream `nvgrace_gpu_read_config_emu()`, `nvgrace_gpu_write_config_emu()`).
 impl NvGraceGpu {
+    #[inline(never)]
     fn read_config(
         vdev: &CoreDevice<Self>,
         buf: UserPtr,
@@ -571,6 +621,7 @@ impl NvGraceGpu {
         Ok(count)
     }
 
+    #[inline(never)]
     fn write_config(
         vdev: &CoreDevice<Self>,
         buf: UserPtr,

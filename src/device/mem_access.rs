@@ -180,6 +180,19 @@ fn copy(
     }
 }
 
+/// Writes `len` bytes of 0xFF to the user buffer `buf`: the part of a read beyond the memory.
+/// Out of line, since most reads stay inside the memory. `EFAULT` if `buf` is not writable.
+#[inline(never)]
+fn fill_ones(buf: UserPtr, len: usize) -> Result {
+    let mut writer = UserSlice::new(buf, len).writer();
+    let ones = [0xFFu8; FILL_CHUNK];
+    while !writer.is_empty() {
+        let n = writer.len().min(FILL_CHUNK);
+        writer.write_slice(&ones[..n])?;
+    }
+    Ok(())
+}
+
 /// `read` of an emulated BAR: `count` bytes at `*pos` into `buf`. Returns the bytes read and
 /// advances `*pos`.
 pub(super) fn read(
@@ -193,11 +206,8 @@ pub(super) fn read(
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
     copy(vdev, which, offset, buf, mem_count, Direction::ToUser)?;
 
-    let mut writer = UserSlice::new(buf.wrapping_byte_add(mem_count), count - mem_count).writer();
-    let ones = [0xFFu8; FILL_CHUNK];
-    while !writer.is_empty() {
-        let n = writer.len().min(FILL_CHUNK);
-        writer.write_slice(&ones[..n])?;
+    if count > mem_count {
+        fill_ones(buf.wrapping_byte_add(mem_count), count - mem_count)?;
     }
     *pos += count as i64;
     Ok(count)

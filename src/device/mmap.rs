@@ -86,6 +86,8 @@ impl FaultHandler for NvGraceGpu {
         &MMAP_OPS
     }
 
+    // Inlined into the fault callback (vfio/vma.rs): one call less on every fault.
+    #[inline]
     fn huge_fault(vdev: &CoreDevice<Self>, fault: &Fault, order: u32) -> VmFaultResult {
         let vma = fault.vma();
         let Some((which, region)) = vdev.data().region(vma_index(vma)) else {

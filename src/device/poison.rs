@@ -117,15 +117,25 @@ impl PoisonRecord {
         Some((r, which, page << self.page_shift))
     }
 
-    /// Whether any of the `nr_pages` pages from `first_pfn` is recorded.
+    /// Whether any of the `nr_pages` pages from `first_pfn` is recorded. Inlined into every
+    /// fault and access: with nothing recorded it is one load.
+    #[inline]
     pub(super) fn any_in(&self, first_pfn: u64, nr_pages: u64) -> bool {
         if self.count.load(Ordering::Acquire) == 0 {
             return false;
         }
+        self.any_in_locked(first_pfn, nr_pages)
+    }
+
+    /// The lookup of [`PoisonRecord::any_in`] once something is recorded, out of line.
+    #[cold]
+    #[inline(never)]
+    fn any_in_locked(&self, first_pfn: u64, nr_pages: u64) -> bool {
         self.table.lock().any_in(first_pfn, nr_pages)
     }
 
     /// Whether any page of the bytes `[offset, offset + len)` of region `which` is recorded.
+    #[inline]
     pub(super) fn any_in_bytes(&self, which: Which, offset: u64, len: u64) -> bool {
         let span = match which {
             Which::Usemem => self.usemem,

@@ -56,12 +56,6 @@ bool nvgrace_helper_vma_is_cow_mapping(struct vm_area_struct *vma)
 	return vma_is_cow_mapping(vma);
 }
 
-bool nvgrace_helper_is_aligned_for_order(struct vm_area_struct *vma, unsigned long addr,
-					 unsigned long pfn, unsigned int order)
-{
-	return is_aligned_for_order(vma, addr, pfn, order);
-}
-
 void nvgrace_helper_pagefault_disable(void)
 {
 	pagefault_disable();
