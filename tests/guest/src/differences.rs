@@ -12,7 +12,7 @@
 //!    Tests: `config_test` (`multi_bar_read`, `multi_bar_write`, `no_resmem_straddle`).
 //! 2. **Readiness polling.** Upstream sleeps 1 s between readiness polls after a reset, so the
 //!    first access after a reset costs up to a second more than the device needs. The Rust
-//!    driver polls at an interval of max(2 ms, 1/128 of the time waited), up to 1 s, on an
+//!    driver polls at an interval of max(1 ms, 1/256 of the time waited), up to 1 s, on an
 //!    hrtimer, with the same budget.
 //!    On the CXL path with readiness that flaps (device_fault_test), upstream's two tests of
 //!    Memory_Active, when the access starts and 1 s later, can both land in not-ready periods,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Difference 2 (tests/guest/src/differences.rs): after a reset, upstream polls the GPU's
-//! readiness once a second, the Rust driver every max(2 ms, 1/128 of the time waited). With the
+//! readiness once a second, the Rust driver every max(1 ms, 1/256 of the time waited). With the
 //! model ready 400 ms after the FLR, the first access after `VFIO_DEVICE_RESET` therefore waits a
 //! whole second on upstream and a few milliseconds past the readiness on Rust.
 //!
