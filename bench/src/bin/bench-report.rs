@@ -172,7 +172,14 @@ fn sweeps(r: &Report, plot: Option<&str>) -> Result<(), String> {
                 .iter()
                 .find(|m| m.name == format!("{prefix}_reset_to_read_{delay}ms"))
                 .map_or("-".into(), |m| {
-                    per_rep_range(if driver == "rust" { &m.rust } else { &m.upstream }, "polls")
+                    per_rep_range(
+                        if driver == "rust" {
+                            &m.rust
+                        } else {
+                            &m.upstream
+                        },
+                        "polls",
+                    )
                 })
         };
         let (text, ok) = sweep_table(&points, &polls);
@@ -289,6 +296,77 @@ fn counts_table(t: &mut String, r: &Report) {
     }
 }
 
+/// Each driver metric next to its ceiling, the run with the same working set and access pattern
+/// and no driver, as a fraction of it (1.00: as fast as the ceiling; cost of the ceiling / cost
+/// of the metric, so higher is better for times and counts alike), per build (each ceiling is
+/// measured in that build's turn). The pairs: usemem pread/pwrite and memcpy of the same sizes
+/// between populated buffers (`ceiling_memcpy_*`), and the kernel's own copy path on a tmpfs
+/// file (`ceiling_tmpfs_*`); usemem fault-in and the touch of the same 1 GiB mapping once it is
+/// populated (`touch_usemem_mapped`: what is left of a fault-in when the faults cost nothing).
+/// `suffix` is "" for times, "_insns" for counts.
+fn ceiling_table(t: &mut String, r: &Report, suffix: &str) {
+    let get = |name: String| r.metrics.iter().find(|m| m.name == name);
+    let frac = |m: &Metric, c: &Metric, f: fn(&Metric) -> &Figures| -> Option<f64> {
+        let (d, c) = (f(m).summary?.median, f(c).summary?.median);
+        match m.better {
+            Better::Higher => Some(d / c),
+            Better::Lower => Some(c / d),
+        }
+        .filter(|x| x.is_finite())
+    };
+    let mut rows: Vec<(&Metric, &Metric)> = Vec::new();
+    for tag in ["4k", "64k", "1m"] {
+        for (op, dir) in [("pread", "in"), ("pwrite", "out")] {
+            if let Some(m) = get(format!("rw_usemem_{op}_{tag}{suffix}")) {
+                for c in [
+                    get(format!("ceiling_memcpy_{dir}_{tag}{suffix}")),
+                    get(format!("ceiling_tmpfs_{op}_{tag}{suffix}")),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    rows.push((m, c));
+                }
+            }
+        }
+    }
+    if let Some(c) = get(format!("touch_usemem_mapped{suffix}")) {
+        for m in r.metrics.iter().filter(|m| {
+            m.name.starts_with("fault_usemem_") && m.name.ends_with(suffix) && m.group == c.group
+        }) {
+            rows.push((m, c));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let what = if suffix.is_empty() {
+        "medians of the times"
+    } else {
+        "instruction counts"
+    };
+    let _ = writeln!(
+        t,
+        "\nFraction of the ceiling ({what}): the ceiling's cost / the metric's, each build against \
+         the ceiling measured in its own turn (1.00: no slower than the same pattern without a driver)\n"
+    );
+    let _ = writeln!(
+        t,
+        "| metric | ceiling | Rust | upstream |\n|---|---|---|---|"
+    );
+    let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
+    for (m, c) in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} |",
+            m.name,
+            c.name,
+            fmt(frac(m, c, |m| &m.rust)),
+            fmt(frac(m, c, |m| &m.upstream))
+        );
+    }
+}
+
 fn table(r: &Report) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -314,7 +392,9 @@ fn table(r: &Report) -> String {
             fmt(m.ratio_best)
         );
     }
+    ceiling_table(&mut t, r, "");
     counts_table(&mut t, r);
+    ceiling_table(&mut t, r, "_insns");
     // The ceiling does not involve the driver: its ratios show how far apart two boots of the
     // same guest measure on this host.
     let ceiling: Vec<f64> = r

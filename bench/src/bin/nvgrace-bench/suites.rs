@@ -2,12 +2,10 @@
 
 //! The suites, one per rig geometry: which metrics each measures, in which groups.
 
-
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::mm;
 use nvgrace_guest_tests::mm::page_size;
 use serde_json::Value;
-
 
 use crate::runner::*;
 use crate::steps::*;
@@ -143,14 +141,17 @@ pub(crate) fn suite_usemem(b: &mut Bench, scratch: &mut Scratch) {
 }
 
 /// The per-operation metrics of the `usemem` suite, for a boot under `-icount` (guest time counts
-/// instructions): fault-in at each order, read/write and the latencies. Not the ceiling, reset,
-/// readiness, open/close nor bind: they sleep (the FLR's 100 ms in open, close and reset, the
-/// model's delay), and while every vCPU sleeps QEMU's icount clock follows the host's clock
-/// (`-icount` sleep=on), so their "counts" would be mostly host time (a first run counted
-/// ~104 M per open and close, the 100 ms of the FLR).
+/// instructions): fault-in at each order, read/write, the ceiling's copies (memcpy and tmpfs, to
+/// compare the copy loops with the drivers') and the latencies. Not the ceiling's anonymous
+/// page touches (they do not bear on the drivers), reset, readiness, open/close nor bind: they
+/// sleep (the FLR's 100 ms in open, close and reset, the model's delay), and while every vCPU
+/// sleeps QEMU's icount clock follows the host's clock (`-icount` sleep=on), so their "counts"
+/// would be mostly host time (a first run counted ~104 M per open and close, the 100 ms of the
+/// FLR).
 pub(crate) fn counts_usemem(b: &mut Bench, scratch: &mut Scratch) {
     b.run(Needs::Device, scratch, usemem_fault_steps());
     b.run(Needs::Device, scratch, rw_steps(false));
+    b.run(Needs::Device, scratch, ceiling_copy_steps());
     b.run(Needs::Device, scratch, latency_steps());
 }
 
@@ -178,7 +179,6 @@ pub(crate) fn suite_resmem(b: &mut Bench, scratch: &mut Scratch) {
     ));
     b.run(Needs::Device, scratch, steps);
 }
-
 
 /// The readiness sweep: reset to first access at every delay of [`sweep_delays_ms`], both
 /// drivers (on the CXL GPU model too, where the driver polls the DVSEC instead of BAR0).
