@@ -20,6 +20,9 @@ pub const RECORD_TAG: &str = "@@bench ";
 pub const ENV_TAG: &str = "@@bench-env ";
 /// Prefix of a console line that carries a metric that could not be measured ([`BenchError`]).
 pub const ERROR_TAG: &str = "@@bench-error ";
+/// Prefix of a console line that carries a metric this guest leaves out by design
+/// ([`Skipped`]), e.g. the PUD fault-in runs on arm64: not an error, not a measurement.
+pub const SKIP_TAG: &str = "@@bench-skipped ";
 
 /// Which way a metric is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,17 @@ pub struct BenchError {
     pub metric: String,
     /// The error.
     pub error: String,
+}
+
+/// A metric this guest cannot have (its kernel or architecture lacks what it measures), and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The guest run.
+    pub suite: String,
+    /// The metric's name, as it would be named where it runs (`fault_usemem_pud_aligned`).
+    pub metric: String,
+    /// Why this guest leaves it out.
+    pub reason: String,
 }
 
 /// The guest and the run's settings, printed once per guest run.
@@ -141,6 +155,8 @@ pub enum Line {
     Record(Record),
     /// An [`ERROR_TAG`] line.
     Error(BenchError),
+    /// A [`SKIP_TAG`] line.
+    Skipped(Skipped),
 }
 
 impl Line {
@@ -148,7 +164,7 @@ impl Line {
     /// one a kernel message cut in two; the report then lists the metric as missing).
     pub fn parse(line: &str) -> Option<Line> {
         let line = line.trim_end_matches(['\r', '\n']);
-        // The longer tags first: RECORD_TAG is a prefix of both others.
+        // The other tags first: they all begin with `@@bench`, and a record is what is left.
         if let Some(i) = line.find(ENV_TAG) {
             return serde_json::from_str(&line[i + ENV_TAG.len()..])
                 .ok()
@@ -158,6 +174,11 @@ impl Line {
             return serde_json::from_str(&line[i + ERROR_TAG.len()..])
                 .ok()
                 .map(Line::Error);
+        }
+        if let Some(i) = line.find(SKIP_TAG) {
+            return serde_json::from_str(&line[i + SKIP_TAG.len()..])
+                .ok()
+                .map(Line::Skipped);
         }
         let i = line.find(RECORD_TAG)?;
         serde_json::from_str(&line[i + RECORD_TAG.len()..])
@@ -220,6 +241,16 @@ mod tests {
             .unwrap()
         );
         assert!(matches!(Line::parse(&e), Some(Line::Error(_))));
+        let s = Skipped {
+            suite: "usemem".into(),
+            metric: "fault_usemem_pud_aligned".into(),
+            reason: "no PUD".into(),
+        };
+        let text = format!("{SKIP_TAG}{}\r\n", serde_json::to_string(&s).unwrap());
+        match Line::parse(&text) {
+            Some(Line::Skipped(p)) => assert_eq!(p, s),
+            _ => panic!("skipped metric not parsed"),
+        }
         let env = format!(
             "{ENV_TAG}{}",
             serde_json::to_string(&Env::default()).unwrap()

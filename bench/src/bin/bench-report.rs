@@ -28,6 +28,7 @@ use nvgrace_bench::BenchError;
 use nvgrace_bench::Better;
 use nvgrace_bench::Env;
 use nvgrace_bench::Line;
+use nvgrace_bench::Skipped;
 use nvgrace_bench::Summary;
 use serde::Serialize;
 use serde_json::Map;
@@ -76,6 +77,8 @@ struct Report {
     metrics: Vec<Metric>,
     /// Metrics that could not be measured.
     errors: Vec<BenchError>,
+    /// Metrics the guests left out by design (e.g. the PUD runs on arm64), once each.
+    skipped: Vec<Skipped>,
 }
 
 /// The font of the plots' text when `$BENCH_FONT` is not set (Debian's fonts-dejavu-core).
@@ -367,19 +370,27 @@ fn ceiling_table(t: &mut String, r: &Report, suffix: &str) {
     }
 }
 
+/// The per-repetition details hold a fault count (`faults`).
+fn has_faults(f: &Figures) -> bool {
+    f.per_rep.iter().any(|v| v.get("faults").is_some())
+}
+
 fn table(r: &Report) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "min / **median** / max over all repetitions; ratio = upstream time / Rust time of the medians \
-         (>1: Rust faster; ready_overhead_*: upstream overhead / Rust overhead)\n"
-    );
-    let _ = writeln!(
-        t,
-        "| group | metric | unit | Rust | upstream | ratio | ratio of best |\n|---|---|---|---|---|---|---|"
-    );
+    let timed: Vec<&Metric> = r.metrics.iter().filter(|m| m.group != "counts").collect();
+    if !timed.is_empty() {
+        let _ = writeln!(
+            t,
+            "min / **median** / max over all repetitions; ratio = upstream time / Rust time of the medians \
+             (>1: Rust faster; ready_overhead_*: upstream overhead / Rust overhead)\n"
+        );
+        let _ = writeln!(
+            t,
+            "| group | metric | unit | Rust | upstream | ratio | ratio of best |\n|---|---|---|---|---|---|---|"
+        );
+    }
     let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
-    for m in r.metrics.iter().filter(|m| m.group != "counts") {
+    for m in timed {
         let _ = writeln!(
             t,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -414,13 +425,18 @@ fn table(r: &Report) -> String {
     let faults: Vec<&Metric> = r
         .metrics
         .iter()
-        .filter(|m| m.group == "fault-in" || m.name.starts_with("ceiling_fault"))
+        .filter(|m| {
+            m.group == "fault-in"
+                || m.name.starts_with("ceiling_fault")
+                || (m.group == "counts" && (has_faults(&m.rust) || has_faults(&m.upstream)))
+        })
         .collect();
     if !faults.is_empty() {
         let _ = writeln!(
             t,
             "\nFaults per repetition (ru_minflt) and the entries mapping the range afterwards \
-             (PUD / PMD / PTE, from the kernel's page-table dump):\n"
+             (PUD / PMD / PTE, from the kernel's page-table dump of the process; - where the guest \
+             has none: arm64 dumps only the kernel's tables):\n"
         );
         let _ = writeln!(
             t,
@@ -464,6 +480,13 @@ fn table(r: &Report) -> String {
             );
         }
     }
+    for s in &r.skipped {
+        let _ = writeln!(
+            t,
+            "\nLeft out on this guest (not measured, not an error): {} ({}): {}",
+            s.metric, s.suite, s.reason
+        );
+    }
     for e in &r.errors {
         let _ = writeln!(t, "\nNOT MEASURED: {} ({}): {}", e.metric, e.suite, e.error);
     }
@@ -496,6 +519,7 @@ fn main() {
 
     let mut guests = Vec::new();
     let mut errors = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
     let mut order: Vec<String> = Vec::new();
     let mut metrics: BTreeMap<String, Metric> = BTreeMap::new();
     for path in &logs {
@@ -514,6 +538,8 @@ fn main() {
                     guests.push(e);
                 }
                 Some(Line::Error(e)) => errors.push(e),
+                // Every boot (round) of a suite says it again.
+                Some(Line::Skipped(s)) if !skipped.contains(&s) => skipped.push(s),
                 Some(Line::Record(r)) => {
                     let Some(d) = r.driver.as_deref().or(driver.as_deref()) else {
                         eprintln!("bench-report: {path}: a record before the environment line");
@@ -546,7 +572,7 @@ fn main() {
                     f.samples.extend(r.samples);
                     f.per_rep.extend(r.per_rep);
                 }
-                None => {}
+                Some(Line::Skipped(_)) | None => {}
             }
         }
     }
@@ -585,6 +611,7 @@ fn main() {
         guests,
         metrics: list,
         errors,
+        skipped,
     };
     let json = serde_json::to_string_pretty(&report).expect("the report serialises");
     if let Err(e) = std::fs::write(&out, json + "\n") {

@@ -11,8 +11,10 @@ use std::process::Command;
 use nvgrace_bench::BenchError;
 use nvgrace_bench::Better;
 use nvgrace_bench::Record;
+use nvgrace_bench::Skipped;
 use nvgrace_bench::ERROR_TAG;
 use nvgrace_bench::RECORD_TAG;
+use nvgrace_bench::SKIP_TAG;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::gpumem::GpuMemExt;
 use nvgrace_guest_tests::mm;
@@ -326,6 +328,27 @@ impl Bench {
         println!(
             "{RECORD_TAG}{}",
             serde_json::to_string(&r).expect("records serialise")
+        );
+    }
+
+    /// Leaves `metric` out on this guest, by design (its kernel or architecture lacks what it
+    /// measures): says why on the console, and in a [`SKIP_TAG`] line for the report. Not an
+    /// error. Under `--icount` the name is the count's (`<metric>_insns`).
+    pub(crate) fn skip(&self, metric: &str, reason: &str) {
+        let metric = if self.icount {
+            format!("{metric}_insns")
+        } else {
+            metric.to_string()
+        };
+        println!("# left out: {metric}: {reason}");
+        let s = Skipped {
+            suite: self.suite.clone(),
+            metric,
+            reason: reason.into(),
+        };
+        println!(
+            "{SKIP_TAG}{}",
+            serde_json::to_string(&s).expect("skipped metrics serialise")
         );
     }
 
