@@ -28,6 +28,8 @@ void nvgrace_helper_vma_set_writecombine(struct vm_area_struct *vma);
 bool nvgrace_helper_vma_is_cow_mapping(struct vm_area_struct *vma);
 void nvgrace_helper_pagefault_disable(void);
 void nvgrace_helper_pagefault_enable(void);
+unsigned long nvgrace_helper_copy_to_user_nofault(void __user *to, const void *from,
+						  unsigned long n);
 unsigned long nvgrace_helper_copy_from_user_nofault(void *to, const void __user *from,
 						    unsigned long n);
 void nvgrace_helper_set_current_state_killable(void);

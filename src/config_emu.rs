@@ -95,6 +95,20 @@ pub(crate) fn may_touch_emulated(pos: u64, count: usize) -> bool {
         || overlap(pos, count, USEMEM_BAR_OFFSET).is_some()
 }
 
+/// Where a read meets the emulated registers: the bytes `[buf_offset, buf_offset + len)` of the
+/// read are the bytes `[from, from + len)` of the registers laid end to end from the first
+/// emulated one.
+///
+/// # Invariants
+///
+/// `from + len <= 16` (two 8-byte registers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReadWindow {
+    buf_offset: usize,
+    from: usize,
+    len: usize,
+}
+
 /// Bytes of the emulated registers to place at `buf_offset` in a read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Patch {
@@ -142,20 +156,13 @@ impl EmuBars {
         self.each_mut().for_each(|(_, b)| b.bar_val = 0);
     }
 
-    /// The bytes the emulated registers contribute to a read of `count` bytes at config offset
-    /// `pos`, to lay over what vfio-pci-core read: one patch, as the emulated registers are
-    /// adjacent (BAR2..5, or BAR4/5 alone). One copy to user space per read, as upstream.
-    pub(crate) fn read_patch(&self, pos: u64, count: usize) -> Option<Patch> {
-        // The registers as one little-endian integer, BAR2/3 in the low half when present: the
-        // patch is a shift of it, with no byte copies (each was an out-of-line call).
-        let usemem = u128::from(self.usemem.read_value());
-        let (base, len, image) = match self.resmem {
-            Some(r) => (
-                RESMEM_BAR_OFFSET,
-                2 * BAR_BYTES,
-                (usemem << 64) | u128::from(r.read_value()),
-            ),
-            None => (USEMEM_BAR_OFFSET, BAR_BYTES, usemem),
+    /// Where a read of `count` bytes at config offset `pos` meets the emulated registers, if it
+    /// does: one window, as the emulated registers are adjacent (BAR2..5, or BAR4/5 alone). It
+    /// depends only on which BARs are emulated, so a read that misses them loads nothing.
+    pub(crate) fn read_window(&self, pos: u64, count: usize) -> Option<ReadWindow> {
+        let (base, len) = match self.resmem {
+            Some(_) => (RESMEM_BAR_OFFSET, 2 * BAR_BYTES),
+            None => (USEMEM_BAR_OFFSET, BAR_BYTES),
         };
         let end = pos.checked_add(count as u64)?;
         let start = pos.max(base);
@@ -163,13 +170,33 @@ impl EmuBars {
         if start >= stop {
             return None;
         }
-        // `from < len <= 16`: the shift is below 128.
-        let (from, n) = ((start - base) as usize, (stop - start) as usize);
-        Some(Patch {
+        Some(ReadWindow {
             buf_offset: (start - pos) as usize,
-            bytes: (image >> (8 * from)).to_le_bytes(),
-            len: n,
+            from: (start - base) as usize,
+            len: (stop - start) as usize,
         })
+    }
+
+    /// The bytes of the registers in `window` (from [`EmuBars::read_window`] of a value with the
+    /// same BARs), to lay over what vfio-pci-core read. One copy to user space per read, as
+    /// upstream.
+    pub(crate) fn patch(&self, window: ReadWindow) -> Patch {
+        // The registers as one little-endian integer, BAR2/3 in the low half when present: the
+        // patch is a shift of it, with no byte copies (each was an out-of-line call).
+        let usemem = u128::from(self.usemem.read_value());
+        let image = match self.resmem {
+            Some(r) => (usemem << 64) | u128::from(r.read_value()),
+            None => usemem,
+        };
+        Patch {
+            buf_offset: window.buf_offset,
+            // `from` is below 16 (`ReadWindow`): the shift is below 128.
+            bytes: image
+                .checked_shr(8 * window.from as u32)
+                .unwrap_or(0)
+                .to_le_bytes(),
+            len: window.len,
+        }
     }
 
     /// The part `[start, end)` of a `count`-byte write at `pos` that lands in emulated registers,

@@ -602,21 +602,21 @@ impl NvGraceGpu {
     ) -> Result<usize> {
         let (_, offset) = split_pos(*pos);
         vdev.core_read(buf, count, pos)?;
-        if !may_touch_emulated(offset, count) {
-            return Ok(count);
-        }
         let me = vdev.data();
+        // Which registers are emulated is fixed at probe: a read that misses them loads nothing.
+        let Some(window) = me.bars.shape().read_window(offset, count) else {
+            return Ok(count);
+        };
         let bars = me
             .bars
             .try_load()
             .unwrap_or_else(|| me.bars.load_exclusive(&me.bars_writer.lock()));
-        if let Some(patch) = bars.read_patch(offset, count) {
-            let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
-            if dst.writer().write_slice(patch.data()).is_err() {
-                // vfio_pci_core_read() advanced the position; undo it, as upstream does.
-                *pos -= count as i64;
-                return Err(EFAULT);
-            }
+        let patch = bars.patch(window);
+        let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
+        if dst.writer().write_slice(patch.data()).is_err() {
+            // vfio_pci_core_read() advanced the position; undo it, as upstream does.
+            *pos -= count as i64;
+            return Err(EFAULT);
         }
         Ok(count)
     }

@@ -54,6 +54,7 @@ fn clip(offset: u64, count: usize, memlength: u64, bar_size: u64) -> Result<(usi
 
 /// Runs `f` on the region's kernel mapping, made on first use (upstream
 /// `nvgrace_gpu_map_device_mem()`): usemem write-back, resmem write-combining.
+#[inline]
 fn with_kmap<R>(
     vdev: &CoreDevice<NvGraceGpu>,
     which: Which,
@@ -132,31 +133,54 @@ fn copy(
 ) -> Result {
     refuse_poisoned(vdev, which, offset, mem_count)?;
     NvGraceGpu::wait_cxl_if_reset(vdev)?;
-    let mut done = 0;
-    let mut stalled = 0;
+    // The first round copies everything unless a user page is not mapped in; the rest, with
+    // its fault-ins, is out of line.
+    let copied = copy_round(vdev, which, offset, buf, mem_count, dir)?;
+    if copied == mem_count {
+        return Ok(());
+    }
+    copy_rest(vdev, which, offset, buf, mem_count, dir, copied)
+}
+
+/// One round of [`copy`]: under `memory_lock`, after the readiness check (made even when
+/// `len` is 0, as upstream's), the `len` bytes at `offset` of the region and `buf` with page
+/// faults disabled. Returns the bytes copied.
+#[inline]
+fn copy_round(
+    vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    offset: u64,
+    buf: UserPtr,
+    len: usize,
+    dir: Direction,
+) -> Result<usize> {
+    let guard = vdev.memory_read_lock();
+    NvGraceGpu::check_ready(vdev, &guard)?;
+    if len == 0 {
+        return Ok(0);
+    }
+    with_kmap(vdev, which, |map| match dir {
+        Direction::ToUser => map.read_to_user_nofault(vdev, offset, buf, len),
+        Direction::FromUser => map.write_from_user_nofault(vdev, offset, buf, len),
+    })
+}
+
+/// The rest of [`copy`] after a first round that stopped at a user page after `done` bytes:
+/// fault that page in without the lock, copy on, until done or one of `copy`'s errors.
+#[cold]
+#[inline(never)]
+fn copy_rest(
+    vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    offset: u64,
+    buf: UserPtr,
+    mem_count: usize,
+    dir: Direction,
+    mut done: usize,
+) -> Result {
+    // The first round has not faulted anything in yet.
+    let mut stalled = u32::from(done == 0);
     loop {
-        let copied = {
-            let guard = vdev.memory_read_lock();
-            NvGraceGpu::check_ready(vdev, &guard)?;
-            if mem_count == 0 {
-                return Ok(());
-            }
-            let (at, user, len) = (
-                offset + done as u64,
-                buf.wrapping_byte_add(done),
-                mem_count - done,
-            );
-            with_kmap(vdev, which, |map| match dir {
-                Direction::ToUser => map.read_to_user_nofault(vdev, at, user, len),
-                Direction::FromUser => map.write_from_user_nofault(vdev, at, user, len),
-            })?
-        };
-        done += copied;
-        if done == mem_count {
-            return Ok(());
-        }
-        stalled = if copied == 0 { stalled + 1 } else { 0 };
-        // The first round has not faulted anything in yet.
         let r = if stalled > MAX_STALLED_ROUNDS {
             Err(EFAULT)
         } else {
@@ -177,6 +201,19 @@ fn copy(
             }
             return Err(e);
         }
+        let copied = copy_round(
+            vdev,
+            which,
+            offset + done as u64,
+            buf.wrapping_byte_add(done),
+            mem_count - done,
+            dir,
+        )?;
+        done += copied;
+        if done == mem_count {
+            return Ok(());
+        }
+        stalled = if copied == 0 { stalled + 1 } else { 0 };
     }
 }
 

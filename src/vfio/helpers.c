@@ -66,12 +66,36 @@ void nvgrace_helper_pagefault_enable(void)
 	pagefault_enable();
 }
 
+/*
+ * The write-back copies of read/write, with page faults disabled around them (one call per
+ * copy instead of three): they return the bytes not copied, stopping at the first user page
+ * that would fault, which the caller faults in without memory_lock. To user memory through
+ * copy_to_user() (fault injection and instrumentation as any copy); from user memory with
+ * __copy_from_user_inatomic(), which does not zero what it could not copy (copy_from_user()
+ * would, and guests may be reading that memory).
+ */
+unsigned long nvgrace_helper_copy_to_user_nofault(void __user *to, const void *from,
+						  unsigned long n)
+{
+	unsigned long left;
+
+	pagefault_disable();
+	left = copy_to_user(to, from, n);
+	pagefault_enable();
+	return left;
+}
+
 unsigned long nvgrace_helper_copy_from_user_nofault(void *to, const void __user *from,
 						    unsigned long n)
 {
+	unsigned long left;
+
 	if (!access_ok(from, n))
 		return n;
-	return __copy_from_user_inatomic(to, from, n);
+	pagefault_disable();
+	left = __copy_from_user_inatomic(to, from, n);
+	pagefault_enable();
+	return left;
 }
 
 void nvgrace_helper_set_current_state_killable(void)

@@ -95,13 +95,13 @@ impl KernelMap {
         count: usize,
     ) -> Result<usize> {
         let off = self.check(offset, count)?;
-        let _no_faults = NoPageFaults::new();
         match self.caching {
             Caching::WriteBack => {
                 // SAFETY: `off + count` lies inside the mapping (checked); `buf` is a user
-                // pointer, which `copy_to_user` checks.
+                // pointer, which `copy_to_user()` checks; the helper disables page faults
+                // around the copy.
                 let left = unsafe {
-                    bindings::copy_to_user(
+                    bindings::nvgrace_helper_copy_to_user_nofault(
                         buf.as_mut_ptr(),
                         self.addr.as_ptr().byte_add(off),
                         count,
@@ -110,6 +110,7 @@ impl KernelMap {
                 Ok(count - left)
             }
             Caching::WriteCombine => {
+                let _no_faults = NoPageFaults::new();
                 // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
                 let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false) };
                 match r {
@@ -133,11 +134,10 @@ impl KernelMap {
         count: usize,
     ) -> Result<usize> {
         let off = self.check(offset, count)?;
-        let _no_faults = NoPageFaults::new();
         match self.caching {
             Caching::WriteBack => {
                 // SAFETY: As in `read_to_user_nofault`; the helper checks `buf` with
-                // `access_ok()` and copies with page faults disabled (`_no_faults`).
+                // `access_ok()` and copies with page faults disabled.
                 let left = unsafe {
                     bindings::nvgrace_helper_copy_from_user_nofault(
                         self.addr.as_ptr().byte_add(off),
@@ -148,6 +148,7 @@ impl KernelMap {
                 Ok(count - left)
             }
             Caching::WriteCombine => {
+                let _no_faults = NoPageFaults::new();
                 // SAFETY: As in `read_to_user_nofault`.
                 let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true) };
                 match r {

@@ -22,7 +22,7 @@ const GIB: u64 = 1 << 30;
 
 /// What the driver does with the patches: lay them over the bytes vfio-pci-core read.
 fn overlay_read(bars: &EmuBars, pos: u64, buf: &mut [u8]) {
-    if let Some(p) = bars.read_patch(pos, buf.len()) {
+    if let Some(p) = bars.read_window(pos, buf.len()).map(|w| bars.patch(w)) {
         buf[p.buf_offset..p.buf_offset + p.data().len()].copy_from_slice(p.data());
     }
 }
@@ -292,7 +292,7 @@ proptest! {
         let touches = (0..count as u64).any(|i| (RESMEM_BAR_OFFSET..USEMEM_BAR_OFFSET + 8).contains(&(pos + i)));
         prop_assert_eq!(may_touch_emulated(pos, count), touches);
         if !touches {
-            prop_assert_eq!(bars.read_patch(pos, count), None);
+            prop_assert_eq!(bars.read_window(pos, count), None);
             prop_assert_eq!(bars.write_span(pos, count), None);
         }
     }
