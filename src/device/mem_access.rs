@@ -24,6 +24,7 @@ use kernel::{
 };
 
 use super::{
+    KernelMaps,
     NvGraceGpu,
     Which, //
 };
@@ -52,32 +53,29 @@ fn clip(offset: u64, count: usize, memlength: u64, bar_size: u64) -> Result<(usi
     Ok((count as usize, mem_count as usize))
 }
 
-/// Runs `f` on the region's kernel mapping, made on first use (upstream
-/// `nvgrace_gpu_map_device_mem()`): usemem write-back, resmem write-combining.
-#[inline]
-fn with_kmap<R>(
+/// The region's kernel mapping in `maps` (the `kmaps` mutex's contents, held by the caller),
+/// made on first use (upstream `nvgrace_gpu_map_device_mem()`): usemem write-back, resmem
+/// write-combining. `ENOMEM` (or `EOVERFLOW`) when the mapping cannot be made.
+#[inline(always)]
+fn kmap<'a>(
     vdev: &CoreDevice<NvGraceGpu>,
+    maps: &'a mut KernelMaps,
     which: Which,
-    f: impl FnOnce(&KernelMap) -> Result<R>,
-) -> Result<R> {
-    let me = vdev.data();
-    let mut maps = me.kmaps.lock();
+) -> Result<&'a KernelMap> {
     let (slot, caching) = match which {
         Which::Usemem => (&mut maps.usemem, Caching::WriteBack),
         Which::Resmem => (&mut maps.resmem, Caching::WriteCombine),
     };
     if slot.is_none() {
-        *slot = Some(KernelMap::new(me.memory(which)?, caching)?);
+        *slot = Some(KernelMap::new(vdev.data().memory(which)?, caching)?);
     }
-    match slot {
-        Some(map) => f(map),
-        None => Err(ENOMEM),
-    }
+    slot.as_ref().ok_or(ENOMEM)
 }
 
 /// `EIO` if the `mem_count` bytes of memory at `offset` hold a page that memory-failure
 /// reported (poison.rs): nothing of the access is copied, so the kernel never reads the
 /// poison through its own mapping. A page reported while the copy runs is not seen.
+#[inline]
 fn refuse_poisoned(
     vdev: &CoreDevice<NvGraceGpu>,
     which: Which,
@@ -123,6 +121,9 @@ enum Direction {
 /// A write into usemem that fails with `EFAULT` leaves the memory as upstream's
 /// `copy_from_user()` does: zeroed from the first byte not copied. resmem's copy goes through a
 /// bounce value and leaves the rest unchanged, as upstream's.
+// Always inline: `read` and `write` are its two callers, each with a fixed `dir`, which leaves
+// one straight path per direction.
+#[inline(always)]
 fn copy(
     vdev: &CoreDevice<NvGraceGpu>,
     which: Which,
@@ -145,7 +146,8 @@ fn copy(
 /// One round of [`copy`]: under `memory_lock`, after the readiness check (made even when
 /// `len` is 0, as upstream's), the `len` bytes at `offset` of the region and `buf` with page
 /// faults disabled. Returns the bytes copied.
-#[inline]
+// Always inline: every read and write runs one round, and a call per round cost its prologue.
+#[inline(always)]
 fn copy_round(
     vdev: &CoreDevice<NvGraceGpu>,
     which: Which,
@@ -159,10 +161,12 @@ fn copy_round(
     if len == 0 {
         return Ok(0);
     }
-    with_kmap(vdev, which, |map| match dir {
+    let mut maps = vdev.data().kmaps.lock();
+    let map = kmap(vdev, &mut maps, which)?;
+    match dir {
         Direction::ToUser => map.read_to_user_nofault(vdev, offset, buf, len),
         Direction::FromUser => map.write_from_user_nofault(vdev, offset, buf, len),
-    })
+    }
 }
 
 /// The rest of [`copy`] after a first round that stopped at a user page after `done` bytes:
@@ -195,9 +199,8 @@ fn copy_rest(
         if let Err(e) = r {
             if e == EFAULT && dir == Direction::FromUser && which == Which::Usemem {
                 let _guard = vdev.memory_read_lock();
-                with_kmap(vdev, which, |map| {
-                    map.zero(offset + done as u64, mem_count - done)
-                })?;
+                let mut maps = vdev.data().kmaps.lock();
+                kmap(vdev, &mut maps, which)?.zero(offset + done as u64, mem_count - done)?;
             }
             return Err(e);
         }
@@ -232,6 +235,7 @@ fn fill_ones(buf: UserPtr, len: usize) -> Result {
 
 /// `read` of an emulated BAR: `count` bytes at `*pos` into `buf`. Returns the bytes read and
 /// advances `*pos`.
+#[inline]
 pub(super) fn read(
     vdev: &CoreDevice<NvGraceGpu>,
     buf: UserPtr,
@@ -252,6 +256,7 @@ pub(super) fn read(
 
 /// `write` of an emulated BAR: `count` bytes from `buf` to `*pos`. Returns the bytes consumed
 /// (including dropped ones) and advances `*pos`.
+#[inline]
 pub(super) fn write(
     vdev: &CoreDevice<NvGraceGpu>,
     buf: UserPtr,

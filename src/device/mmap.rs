@@ -160,6 +160,7 @@ impl NvGraceGpu {
     /// The part of a fault whose address and PFN are aligned for `order`: waits for readiness
     /// and inserts the PFN. As upstream, the result of the insertion
     /// (and a fallback) is logged with `dev_dbg_ratelimited()`, early failures are not.
+    #[inline]
     fn fault_aligned(
         vdev: &CoreDevice<Self>,
         fault: &Fault,

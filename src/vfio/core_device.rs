@@ -241,6 +241,7 @@ impl<T> CoreDevice<T> {
 
     /// Takes `memory_lock` for reading: the lock vfio-pci-core holds for writing while the
     /// device's memory is disabled or being reset.
+    #[inline]
     pub(crate) fn memory_read_lock(&self) -> MemoryReadGuard<'_, T> {
         // SAFETY: `memory_lock` is initialised by `vfio_pci_core_init_dev()`.
         unsafe { bindings::down_read(&raw mut (*self.as_raw()).memory_lock) };
@@ -250,6 +251,7 @@ impl<T> CoreDevice<T> {
 
     /// Resumes the device from runtime suspend and holds it resumed until the guard is dropped
     /// (`pm_runtime_resume_and_get()`). Returns `EIO` when it cannot be resumed, as upstream.
+    #[inline]
     pub(crate) fn pm_resume(&self) -> Result<PmGuard<'_, T>> {
         // SAFETY: The PCI device is valid.
         let r = unsafe {
@@ -458,6 +460,7 @@ impl<T> MemoryReadGuard<'_, T> {
 }
 
 impl<T> Drop for MemoryReadGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: The lock is held for reading (type invariant).
         unsafe { bindings::up_read(&raw mut (*self.dev.as_raw()).memory_lock) };
@@ -474,6 +477,7 @@ pub(crate) struct PmGuard<'a, T> {
 }
 
 impl<T> Drop for PmGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: We own one usage count (type invariant).
         unsafe { bindings::nvgrace_helper_pm_runtime_put(&raw mut (*self.dev.pdev_raw()).dev) };

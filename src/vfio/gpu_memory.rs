@@ -78,6 +78,8 @@ impl GpuMemory {
     }
 
     /// Whether the pages `[pfn, pfn + nr_pages)` (of `1 << page_shift` bytes) lie inside.
+    /// Inlined: every fault checks its PFNs with it.
+    #[inline]
     pub(crate) fn contains_pages(&self, pfn: u64, nr_pages: u64, page_shift: usize) -> bool {
         let first = self.phys.div_ceil(1 << page_shift);
         let end = (self.phys + self.len) >> page_shift;

@@ -71,6 +71,7 @@ impl KernelMap {
         })
     }
 
+    #[inline]
     fn check(&self, offset: u64, count: usize) -> Result<usize> {
         let offset = usize::try_from(offset).map_err(|_| EINVAL)?;
         match offset.checked_add(count) {
@@ -87,6 +88,7 @@ impl KernelMap {
     /// have faulted (none for write-combining, whose copy reports no partial progress); the
     /// caller faults that page in without the lock and copies the rest. `EINVAL` outside the
     /// mapping.
+    #[inline(always)]
     pub(crate) fn read_to_user_nofault<T>(
         &self,
         vdev: &CoreDevice<T>,
@@ -126,6 +128,7 @@ impl KernelMap {
     /// its start: it rewrites the same bytes). A write-back copy that stops leaves the rest of
     /// the destination as it was (`__copy_from_user_inatomic()`; `copy_from_user()` would zero
     /// it, and guests may be reading that memory).
+    #[inline(always)]
     pub(crate) fn write_from_user_nofault<T>(
         &self,
         vdev: &CoreDevice<T>,

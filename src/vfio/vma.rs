@@ -208,6 +208,7 @@ impl Fault {
     /// `vfio_pci_vmf_insert_pfn()`, under `memory_lock` (`guard`), which checks again that the
     /// device's memory is enabled. Returns its result, or `SIGBUS` when the pages are not all
     /// inside `mem`.
+    #[inline]
     pub(crate) fn insert_pfn<T>(
         &self,
         guard: &MemoryReadGuard<'_, T>,
@@ -227,7 +228,11 @@ impl Fault {
     }
 
     /// Logs the result `ret` of a fault of `order` at `pfn` with `dev_dbg_ratelimited()`, in
-    /// upstream's words (dynamic debug, or `DEBUG`, enables it).
+    /// upstream's words (dynamic debug enables it). Without `CONFIG_DYNAMIC_DEBUG` that macro
+    /// compiles to nothing in the helper (the module defines neither `DEBUG` nor
+    /// `DYNAMIC_DEBUG_MODULE`), so the helper is not called at all, as upstream's fault handler
+    /// then has no call either.
+    #[inline]
     pub(crate) fn debug_result<T>(
         &self,
         vdev: &CoreDevice<T>,
@@ -235,6 +240,9 @@ impl Fault {
         pfn: u64,
         ret: VmFaultResult,
     ) {
+        if !cfg!(CONFIG_DYNAMIC_DEBUG) {
+            return;
+        }
         // SAFETY: The PCI device is valid; the helper only formats the values.
         unsafe {
             bindings::nvgrace_helper_fault_dbg(
