@@ -251,8 +251,15 @@ impl<T> CoreDevice<T> {
 
     /// Resumes the device from runtime suspend and holds it resumed until the guard is dropped
     /// (`pm_runtime_resume_and_get()`). Returns `EIO` when it cannot be resumed, as upstream.
+    /// Without `CONFIG_PM` runtime PM is the stubs of include/linux/pm_runtime.h, which succeed
+    /// and count nothing: the helper is not called then (nor its `put` on drop), as upstream's
+    /// inline calls compile to nothing.
     #[inline]
     pub(crate) fn pm_resume(&self) -> Result<PmGuard<'_, T>> {
+        if !cfg!(CONFIG_PM) {
+            // INVARIANT: Without CONFIG_PM there is no usage count to own.
+            return Ok(PmGuard { dev: self });
+        }
         // SAFETY: The PCI device is valid.
         let r = unsafe {
             bindings::nvgrace_helper_pm_runtime_resume_and_get(&raw mut (*self.pdev_raw()).dev)
@@ -471,7 +478,7 @@ impl<T> Drop for MemoryReadGuard<'_, T> {
 ///
 /// # Invariants
 ///
-/// The guard owns one usage count of `dev`'s PCI device.
+/// With `CONFIG_PM`, the guard owns one usage count of `dev`'s PCI device.
 pub(crate) struct PmGuard<'a, T> {
     dev: &'a CoreDevice<T>,
 }
@@ -479,7 +486,10 @@ pub(crate) struct PmGuard<'a, T> {
 impl<T> Drop for PmGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: We own one usage count (type invariant).
+        if !cfg!(CONFIG_PM) {
+            return;
+        }
+        // SAFETY: We own one usage count (type invariant, with CONFIG_PM).
         unsafe { bindings::nvgrace_helper_pm_runtime_put(&raw mut (*self.dev.pdev_raw()).dev) };
     }
 }
