@@ -137,6 +137,10 @@ impl PoisonRecord {
     /// Whether any page of the bytes `[offset, offset + len)` of region `which` is recorded.
     #[inline]
     pub(super) fn any_in_bytes(&self, which: Which, offset: u64, len: u64) -> bool {
+        // Nothing recorded, the common case: one load, before any page arithmetic.
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         let span = match which {
             Which::Usemem => self.usemem,
             Which::Resmem => self.resmem,
