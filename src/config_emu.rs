@@ -73,15 +73,21 @@ pub(crate) struct Overlap {
 /// The intersection of the access `[pos, pos + count)` with the register at `reg`
 /// (`vfio_pci_core_range_intersect_range()`), if any.
 pub(crate) fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
+    intersect(pos, count, reg, BAR_BYTES)
+}
+
+/// The intersection of the access `[pos, pos + count)` with the `len` config-space bytes at
+/// `base`, if any; `reg_offset` is then the offset from `base`.
+fn intersect(pos: u64, count: usize, base: u64, len: u64) -> Option<Overlap> {
     let end = pos.checked_add(count as u64)?;
-    let start = pos.max(reg);
-    let stop = end.min(reg + BAR_BYTES);
+    let start = pos.max(base);
+    let stop = end.min(base + len);
     if start >= stop {
         return None;
     }
     Some(Overlap {
         buf_offset: (start - pos) as usize,
-        reg_offset: (start - reg) as usize,
+        reg_offset: (start - base) as usize,
         len: (stop - start) as usize,
     })
 }
@@ -164,16 +170,11 @@ impl EmuBars {
             Some(_) => (RESMEM_BAR_OFFSET, 2 * BAR_BYTES),
             None => (USEMEM_BAR_OFFSET, BAR_BYTES),
         };
-        let end = pos.checked_add(count as u64)?;
-        let start = pos.max(base);
-        let stop = end.min(base + len);
-        if start >= stop {
-            return None;
-        }
+        let o = intersect(pos, count, base, len)?;
         Some(ReadWindow {
-            buf_offset: (start - pos) as usize,
-            from: (start - base) as usize,
-            len: (stop - start) as usize,
+            buf_offset: o.buf_offset,
+            from: o.reg_offset,
+            len: o.len,
         })
     }
 

@@ -153,7 +153,8 @@ impl PoisonRecord {
         }
         let first_page = offset >> self.page_shift;
         let last_page = (offset + (len - 1)) >> self.page_shift;
-        self.any_in(first + first_page, last_page - first_page + 1)
+        // The count was tested above.
+        self.any_in_locked(first + first_page, last_page - first_page + 1)
     }
 
     /// The debugfs listing: `usemem 0x...` / `resmem 0x...` (byte offset in the region) per
