@@ -12,6 +12,8 @@
 //!
 //! [`EmuBarRegs`] shares the registers between concurrent config accesses: reads take no lock
 //! (a sequence count), writes are serialised by the caller's lock, held through [`BarWriter`].
+//! The functions on the read path are always inlined: each out-of-line call was a measurable
+//! part of an emulated config read (Documentation/performance.md).
 
 use core::sync::atomic::{
     fence,
@@ -53,6 +55,7 @@ impl EmuBar {
     /// The value the register pair reads back: the written address bits above the size, and the
     /// flags (`nvgrace_gpu_get_read_value()`). Writing all-ones therefore reads back the size mask,
     /// which is how software sizes a BAR.
+    #[inline(always)]
     pub(crate) fn read_value(&self) -> u64 {
         (self.bar_val & !(self.bar_size.wrapping_sub(1))) | BAR_FLAGS
     }
@@ -78,6 +81,7 @@ pub(crate) fn overlap(pos: u64, count: usize, reg: u64) -> Option<Overlap> {
 
 /// The intersection of the access `[pos, pos + count)` with the `len` config-space bytes at
 /// `base`, if any; `reg_offset` is then the offset from `base`.
+#[inline(always)]
 fn intersect(pos: u64, count: usize, base: u64, len: u64) -> Option<Overlap> {
     let end = pos.checked_add(count as u64)?;
     let start = pos.max(base);
@@ -126,6 +130,7 @@ pub(crate) struct Patch {
 
 impl Patch {
     /// The bytes to place.
+    #[inline(always)]
     pub(crate) fn data(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -165,6 +170,7 @@ impl EmuBars {
     /// Where a read of `count` bytes at config offset `pos` meets the emulated registers, if it
     /// does: one window, as the emulated registers are adjacent (BAR2..5, or BAR4/5 alone). It
     /// depends only on which BARs are emulated, so a read that misses them loads nothing.
+    #[inline(always)]
     pub(crate) fn read_window(&self, pos: u64, count: usize) -> Option<ReadWindow> {
         let (base, len) = match self.resmem {
             Some(_) => (RESMEM_BAR_OFFSET, 2 * BAR_BYTES),
@@ -181,6 +187,7 @@ impl EmuBars {
     /// The bytes of the registers in `window` (from [`EmuBars::read_window`] of a value with the
     /// same BARs), to lay over what vfio-pci-core read. One copy to user space per read, as
     /// upstream.
+    #[inline(always)]
     pub(crate) fn patch(&self, window: ReadWindow) -> Patch {
         // The registers as one little-endian integer, BAR2/3 in the low half when present: the
         // patch is a shift of it, with no byte copies (each was an out-of-line call).
@@ -296,6 +303,7 @@ impl EmuBarRegs {
         (regs, BarWriter(()))
     }
 
+    #[inline(always)]
     fn assemble(&self, resmem: u64, usemem: u64) -> EmuBars {
         EmuBars {
             resmem: self.resmem_size.map(|bar_size| EmuBar {
@@ -311,12 +319,14 @@ impl EmuBarRegs {
 
     /// Which BARs are emulated, with zero registers: enough for [`EmuBars::write_span`], which
     /// depends only on that.
+    #[inline(always)]
     pub(crate) fn shape(&self) -> EmuBars {
         self.assemble(0, 0)
     }
 
     /// Both registers as of one instant between stores, without a lock; `None` if stores kept
     /// overlapping the attempts ([`LOAD_ATTEMPTS`]): read with [`Self::load_exclusive`] then.
+    #[inline(always)]
     pub(crate) fn try_load(&self) -> Option<EmuBars> {
         for _ in 0..LOAD_ATTEMPTS {
             // Acquire: the register loads below see at least the stores before the even `seq`

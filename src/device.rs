@@ -16,15 +16,11 @@ use kernel::{
     debugfs,
     device,
     io::Io,
-    new_mutex,
     new_spinlock,
     page::PAGE_SHIFT,
     pci,
     prelude::*,
-    sync::{
-        Mutex,
-        SpinLock, //
-    },
+    sync::SpinLock,
     types::ScopeGuard,
     uaccess::{
         UserPtr,
@@ -68,7 +64,7 @@ use crate::{
             Registered, //
         },
         gpu_memory::GpuMemory,
-        kmap::KernelMap,
+        kmap::LazyKernelMap,
         memory_failure::PfnRange,
         ops::{
             self,
@@ -86,16 +82,10 @@ use crate::{
             Driver,
             Enabled, //
         },
-        time::KernelClock, //
+        time::KernelClock,
+        uaccess, //
     }, //
 };
-
-/// The kernel mappings the `read`/`write` path makes on first use, dropped on close.
-#[derive(Default)]
-struct KernelMaps {
-    usemem: Option<KernelMap>,
-    resmem: Option<KernelMap>,
-}
 
 /// The driver's state for one GPU function.
 #[pin_data]
@@ -117,9 +107,12 @@ pub(crate) struct NvGraceGpu {
     /// it must not be preempted.
     #[pin]
     bars_writer: SpinLock<BarWriter>,
-    /// Kernel mappings for `read`/`write` (upstream's `remap_lock` and mappings).
+    /// The kernel mappings of usemem and resmem for `read`/`write` (upstream's `memaddr` and
+    /// `ioaddr` with `remap_lock`), made on first use, dropped on close.
     #[pin]
-    kmaps: Mutex<KernelMaps>,
+    usemem_kmap: LazyKernelMap,
+    #[pin]
+    resmem_kmap: LazyKernelMap,
     /// memory-failure registration of usemem.
     #[pin]
     usemem_pfns: PfnRange,
@@ -349,7 +342,8 @@ impl NvGraceGpu {
             reset_done: AtomicBool::new(false),
             bars,
             bars_writer <- new_spinlock!(bars_writer, "nvgrace_gpu_bars"),
-            kmaps <- new_mutex!(KernelMaps::default()),
+            usemem_kmap <- LazyKernelMap::new(),
+            resmem_kmap <- LazyKernelMap::new(),
             usemem_pfns <- PfnRange::new(),
             resmem_pfns <- PfnRange::new(),
             poison <- debugfs.read_callback_file(
@@ -464,7 +458,12 @@ impl VariantOps for NvGraceGpu {
         let me = vdev.data();
         me.resmem_pfns.unregister();
         me.usemem_pfns.unregister();
-        *me.kmaps.lock() = KernelMaps::default();
+        // SAFETY: VFIO calls `close_device` once the last file of the device is released: no
+        // `read`/`write`, the only users of the kernel mappings, can run.
+        unsafe {
+            me.usemem_kmap.unmap();
+            me.resmem_kmap.unmap();
+        }
         vdev.close_core();
     }
 
@@ -493,15 +492,20 @@ impl VariantOps for NvGraceGpu {
         Ok(())
     }
 
-    // `read` and `write` only dispatch, inlined into the callback, with the emulated paths out
-    // of line: an access that goes to vfio-pci-core (BAR0, the other regions) then costs a few
-    // instructions more than calling it directly, as upstream's `nvgrace_gpu_read()`, instead of
-    // the prologue of the memory path (Documentation/performance.md, "BAR0 read").
-    #[inline]
+    // The regions vfio-pci-core serves (BAR0, the others) go to it straight from the callback
+    // (`emulates()`), as upstream's `nvgrace_gpu_read()` passes them on; `read` and `write`
+    // inline the emulated paths, whose one out-of-line frame converts their `Result`
+    // (Documentation/performance.md, "BAR0 read", "config read").
+    #[inline(always)]
+    fn emulates(vdev: &CoreDevice<Self>, index: u64) -> bool {
+        vdev.data().region(index).is_some() || index == region_index::CONFIG.into()
+    }
+
+    #[inline(always)]
     fn read(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         let (index, _) = split_pos(*pos);
-        if vdev.data().region(index).is_some() {
-            return Self::read_mem(vdev, buf, count, pos);
+        if let Some((which, region)) = vdev.data().region(index) {
+            return Self::read_mem(vdev, buf, count, pos, which, region);
         }
         if index == region_index::CONFIG.into() {
             return Self::read_config(vdev, buf, count, pos);
@@ -509,11 +513,11 @@ impl VariantOps for NvGraceGpu {
         vdev.core_read(buf, count, pos)
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         let (index, _) = split_pos(*pos);
-        if vdev.data().region(index).is_some() {
-            return Self::write_mem(vdev, buf, count, pos);
+        if let Some((which, region)) = vdev.data().region(index) {
+            return Self::write_mem(vdev, buf, count, pos, which, region);
         }
         if index == region_index::CONFIG.into() {
             return Self::write_config(vdev, buf, count, pos);
@@ -568,32 +572,36 @@ fn tolerate_eopnotsupp(r: Result) -> Result {
 /// The emulated BARs' `read` and `write` (upstream `nvgrace_gpu_read()` and
 /// `nvgrace_gpu_write()` for usemem and resmem): the device is resumed around the access.
 impl NvGraceGpu {
-    #[inline(never)]
+    #[inline(always)]
     fn read_mem(
         vdev: &CoreDevice<Self>,
         buf: UserPtr,
         count: usize,
         pos: &mut i64,
+        which: Which,
+        region: &MemRegion,
     ) -> Result<usize> {
         let _pm = vdev.pm_resume()?;
-        mem_access::read(vdev, buf, count, pos)
+        mem_access::read(vdev, which, region, buf, count, pos)
     }
 
-    #[inline(never)]
+    #[inline(always)]
     fn write_mem(
         vdev: &CoreDevice<Self>,
         buf: UserPtr,
         count: usize,
         pos: &mut i64,
+        which: Which,
+        region: &MemRegion,
     ) -> Result<usize> {
         let _pm = vdev.pm_resume()?;
-        mem_access::write(vdev, buf, count, pos)
+        mem_access::write(vdev, which, region, buf, count, pos)
     }
 }
 
 /// Config space (upstream `nvgrace_gpu_read_config_emu()`, `nvgrace_gpu_write_config_emu()`).
 impl NvGraceGpu {
-    #[inline(never)]
+    #[inline(always)]
     fn read_config(
         vdev: &CoreDevice<Self>,
         buf: UserPtr,
@@ -612,8 +620,7 @@ impl NvGraceGpu {
             .try_load()
             .unwrap_or_else(|| me.bars.load_exclusive(&me.bars_writer.lock()));
         let patch = bars.patch(window);
-        let dst = UserSlice::new(buf.wrapping_byte_add(patch.buf_offset), patch.data().len());
-        if dst.writer().write_slice(patch.data()).is_err() {
+        if uaccess::copy_to_user(buf.wrapping_byte_add(patch.buf_offset), patch.data()).is_err() {
             // vfio_pci_core_read() advanced the position; undo it, as upstream does.
             *pos -= count as i64;
             return Err(EFAULT);
@@ -621,7 +628,7 @@ impl NvGraceGpu {
         Ok(count)
     }
 
-    #[inline(never)]
+    #[inline(always)]
     fn write_config(
         vdev: &CoreDevice<Self>,
         buf: UserPtr,

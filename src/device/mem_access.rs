@@ -24,7 +24,7 @@ use kernel::{
 };
 
 use super::{
-    KernelMaps,
+    MemRegion,
     NvGraceGpu,
     Which, //
 };
@@ -53,29 +53,40 @@ fn clip(offset: u64, count: usize, memlength: u64, bar_size: u64) -> Result<(usi
     Ok((count as usize, mem_count as usize))
 }
 
-/// The region's kernel mapping in `maps` (the `kmaps` mutex's contents, held by the caller),
-/// made on first use (upstream `nvgrace_gpu_map_device_mem()`): usemem write-back, resmem
-/// write-combining. `ENOMEM` (or `EOVERFLOW`) when the mapping cannot be made.
+/// The region's kernel mapping, made on first use (upstream `nvgrace_gpu_map_device_mem()`):
+/// usemem write-back, resmem write-combining. `ENOMEM` (or `EOVERFLOW`) when the mapping
+/// cannot be made.
 #[inline(always)]
-fn kmap<'a>(
-    vdev: &CoreDevice<NvGraceGpu>,
-    maps: &'a mut KernelMaps,
-    which: Which,
-) -> Result<&'a KernelMap> {
-    let (slot, caching) = match which {
-        Which::Usemem => (&mut maps.usemem, Caching::WriteBack),
-        Which::Resmem => (&mut maps.resmem, Caching::WriteCombine),
+fn kmap(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap> {
+    let me = vdev.data();
+    let slot = match which {
+        Which::Usemem => &me.usemem_kmap,
+        Which::Resmem => &me.resmem_kmap,
     };
-    if slot.is_none() {
-        *slot = Some(KernelMap::new(vdev.data().memory(which)?, caching)?);
+    match slot.get() {
+        Some(map) => Ok(map),
+        None => slot.get_or_map(|| {
+            let caching = match which {
+                Which::Usemem => Caching::WriteBack,
+                Which::Resmem => Caching::WriteCombine,
+            };
+            KernelMap::new(me.memory(which)?, caching).inspect_err(|e| {
+                dev_err!(
+                    vdev.pdev().as_ref(),
+                    "cannot map {} into the kernel for read/write: error {}\n",
+                    which.name(),
+                    e.to_errno()
+                )
+            })
+        }),
     }
-    slot.as_ref().ok_or(ENOMEM)
 }
 
 /// `EIO` if the `mem_count` bytes of memory at `offset` hold a page that memory-failure
 /// reported (poison.rs): nothing of the access is copied, so the kernel never reads the
 /// poison through its own mapping. A page reported while the copy runs is not seen.
-#[inline]
+// Always inline: its common case is one load of the poison count.
+#[inline(always)]
 fn refuse_poisoned(
     vdev: &CoreDevice<NvGraceGpu>,
     which: Which,
@@ -161,8 +172,7 @@ fn copy_round(
     if len == 0 {
         return Ok(0);
     }
-    let mut maps = vdev.data().kmaps.lock();
-    let map = kmap(vdev, &mut maps, which)?;
+    let map = kmap(vdev, which)?;
     match dir {
         Direction::ToUser => map.read_to_user_nofault(vdev, offset, buf, len),
         Direction::FromUser => map.write_from_user_nofault(vdev, offset, buf, len),
@@ -199,8 +209,7 @@ fn copy_rest(
         if let Err(e) = r {
             if e == EFAULT && dir == Direction::FromUser && which == Which::Usemem {
                 let _guard = vdev.memory_read_lock();
-                let mut maps = vdev.data().kmaps.lock();
-                kmap(vdev, &mut maps, which)?.zero(offset + done as u64, mem_count - done)?;
+                kmap(vdev, which)?.zero(offset + done as u64, mem_count - done)?;
             }
             return Err(e);
         }
@@ -233,17 +242,18 @@ fn fill_ones(buf: UserPtr, len: usize) -> Result {
     Ok(())
 }
 
-/// `read` of an emulated BAR: `count` bytes at `*pos` into `buf`. Returns the bytes read and
-/// advances `*pos`.
-#[inline]
+/// `read` of the emulated BAR of region `which` (`region`, which `*pos` is in): `count` bytes
+/// at `*pos` into `buf`. Returns the bytes read and advances `*pos`.
+#[inline(always)]
 pub(super) fn read(
     vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    region: &MemRegion,
     buf: UserPtr,
     count: usize,
     pos: &mut i64,
 ) -> Result<usize> {
-    let (index, offset) = split_pos(*pos);
-    let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
+    let (_, offset) = split_pos(*pos);
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
     copy(vdev, which, offset, buf, mem_count, Direction::ToUser)?;
 
@@ -254,17 +264,19 @@ pub(super) fn read(
     Ok(count)
 }
 
-/// `write` of an emulated BAR: `count` bytes from `buf` to `*pos`. Returns the bytes consumed
-/// (including dropped ones) and advances `*pos`.
-#[inline]
+/// `write` of the emulated BAR of region `which` (`region`, which `*pos` is in): `count` bytes
+/// from `buf` to `*pos`. Returns the bytes consumed (including dropped ones) and advances
+/// `*pos`.
+#[inline(always)]
 pub(super) fn write(
     vdev: &CoreDevice<NvGraceGpu>,
+    which: Which,
+    region: &MemRegion,
     buf: UserPtr,
     count: usize,
     pos: &mut i64,
 ) -> Result<usize> {
-    let (index, offset) = split_pos(*pos);
-    let (which, region) = vdev.data().region(index).ok_or(EINVAL)?;
+    let (_, offset) = split_pos(*pos);
     let (count, mem_count) = clip(offset, count, region.memlength, region.bar_size)?;
 
     // Writes wholly beyond the memory are dropped without a readiness check, as upstream; any

@@ -4,13 +4,25 @@
 //! (`memremap(MEMREMAP_WB)`), resmem is mapped write-combining (`ioremap_wc()`: Normal-NC on
 //! arm64), as upstream's `nvgrace_gpu_map_device_mem()` does.
 //!
+//! [`LazyKernelMap`] holds one such mapping from the first `read`/`write` that needs it until
+//! the device is closed, and hands it out without a lock in between.
+//!
 //! C header: [`include/linux/io.h`](srctree/include/linux/io.h)
 
-use core::ptr::NonNull;
+use core::{
+    cell::UnsafeCell,
+    ptr::NonNull,
+    sync::atomic::{
+        AtomicBool,
+        Ordering, //
+    }, //
+};
 
 use kernel::{
     ffi::c_void,
+    new_mutex,
     prelude::*,
+    sync::Mutex,
     uaccess::UserPtr, //
 };
 
@@ -188,5 +200,92 @@ impl Drop for KernelMap {
                 Caching::WriteCombine => bindings::iounmap(self.addr.as_ptr()),
             }
         }
+    }
+}
+
+/// The kernel mapping of one region for `read`/`write`: made by the first access that needs it,
+/// dropped when the device is closed (upstream's `memaddr`/`ioaddr`, made on first use under
+/// `remap_lock` by `nvgrace_gpu_map_device_mem()` and unmapped by `nvgrace_gpu_close_device()`).
+/// In between, [`LazyKernelMap::get`] takes no lock: one acquire load. Upstream takes
+/// `remap_lock` on every access to test whether the mapping exists.
+///
+/// A kernel type would not do: `SetOnce` cannot be emptied again at close, and a `Mutex`
+/// costs a lock and an unlock per access (and serialised concurrent copies when it was held
+/// across them).
+///
+/// # Invariants
+///
+/// - `map` is written only with `lock` held and `mapped` false.
+/// - While `mapped` is true, `map` is `Some`.
+#[pin_data]
+pub(crate) struct LazyKernelMap {
+    /// Serialises making and dropping the mapping.
+    #[pin]
+    lock: Mutex<()>,
+    /// Whether `map` holds the mapping (stored with `Release` once it is written).
+    mapped: AtomicBool,
+    map: UnsafeCell<Option<KernelMap>>,
+}
+
+// SAFETY: `map` is written only under `lock` while `mapped` is false (type invariant), and
+// read only after an acquire load of `mapped` saw true (which the release store after the
+// write pairs with), or under `lock`; `unmap`'s callers guarantee that no reader runs.
+unsafe impl Sync for LazyKernelMap {}
+
+impl LazyKernelMap {
+    /// An empty slot.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        // INVARIANT: `mapped` is false.
+        pin_init!(Self {
+            lock <- new_mutex!(()),
+            mapped: AtomicBool::new(false),
+            map: UnsafeCell::new(None),
+        })
+    }
+
+    /// The mapping, if it has been made.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> Option<&KernelMap> {
+        if self.mapped.load(Ordering::Acquire) {
+            // SAFETY: `mapped` is true, so `map` is `Some` (type invariant) and is not written
+            // until `unmap`, which runs only when no reader does (its safety requirement).
+            Some(unsafe { (*self.map.get()).as_ref().unwrap_unchecked() })
+        } else {
+            None
+        }
+    }
+
+    /// The mapping, made with `make` if there is none yet (`make`'s error otherwise).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn get_or_map(
+        &self,
+        make: impl FnOnce() -> Result<KernelMap>,
+    ) -> Result<&KernelMap> {
+        let _guard = self.lock.lock();
+        if !self.mapped.load(Ordering::Relaxed) {
+            let map = make()?;
+            // SAFETY: `lock` is held and `mapped` is false: nobody else reads or writes `map`.
+            unsafe { *self.map.get() = Some(map) };
+            // INVARIANT: `map` is `Some`; the release pairs with `get`'s acquire load.
+            self.mapped.store(true, Ordering::Release);
+        }
+        // SAFETY: `lock` is held, so no write of `map` runs.
+        unsafe { &*self.map.get() }.as_ref().ok_or(ENOMEM)
+    }
+
+    /// Drops the mapping, if any (upstream `nvgrace_gpu_close_device()`).
+    ///
+    /// # Safety
+    ///
+    /// No reference that [`LazyKernelMap::get`] returned may be in use, and no `get` may run,
+    /// until this returns: call it only where no `read`/`write` of the device can run, as in
+    /// `close_device` (VFIO calls it once the last file of the device is released).
+    pub(crate) unsafe fn unmap(&self) {
+        let _guard = self.lock.lock();
+        // INVARIANT: `mapped` is false before `map` is written.
+        self.mapped.store(false, Ordering::Relaxed);
+        // SAFETY: `lock` is held, `mapped` is false, and no reader runs (the caller's guarantee).
+        unsafe { *self.map.get() = None };
     }
 }

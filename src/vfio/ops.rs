@@ -211,9 +211,16 @@ pub(crate) trait VariantOps: Sized + Send + Sync + 'static {
     fn ioctl(vdev: &CoreDevice<Self>, cmd: u32, arg: usize) -> Result<isize>;
     /// `get_region_info_caps`: fills `info` (its `index` is set) and its capabilities.
     fn region_info(vdev: &CoreDevice<Self>, info: &mut RegionInfo, caps: &mut InfoCaps) -> Result;
-    /// `read`: `count` bytes at the device-fd offset `*pos` into user memory at `buf`.
+    /// Whether `read`/`write` of region `index` go to [`VariantOps::read`] and
+    /// [`VariantOps::write`]. The other regions' go straight to vfio-pci-core
+    /// (`vfio_pci_core_read()`, `vfio_pci_core_write()`), without a round trip through `Result`
+    /// or a stack frame of the callback's own.
+    fn emulates(vdev: &CoreDevice<Self>, index: u64) -> bool;
+    /// `read` of a region that [`VariantOps::emulates`]: `count` bytes at the device-fd offset
+    /// `*pos` into user memory at `buf`.
     fn read(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize>;
-    /// `write`: `count` bytes from user memory at `buf` to the device-fd offset `*pos`.
+    /// `write` of a region that [`VariantOps::emulates`]: `count` bytes from user memory at
+    /// `buf` to the device-fd offset `*pos`.
     fn write(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize>;
     /// `mmap`: sets up `vma`.
     fn mmap(vdev: &CoreDevice<Self>, vma: &Vma) -> Result;
@@ -386,7 +393,23 @@ unsafe extern "C" fn read<T: VariantOps>(
 ) -> isize {
     // SAFETY: vfio calls this for a device of `T` with a valid position; `buf` is a user pointer.
     let (d, pos) = unsafe { (dev::<T>(vdev), &mut *ppos) };
-    result_to_ssize(T::read(d, UserPtr::from_ptr(buf.cast()), count, pos))
+    if !T::emulates(d, split_pos(*pos).0) {
+        // SAFETY: vfio-pci-core's own callback, called as vfio calls this one.
+        return unsafe { bindings::vfio_pci_core_read(vdev, buf, count, ppos) };
+    }
+    read_emulated(d, UserPtr::from_ptr(buf.cast()), count, pos)
+}
+
+/// [`VariantOps::read`], its result as `read` returns it. Out of line: the callback stays a
+/// frameless dispatch for the regions vfio-pci-core serves.
+#[inline(never)]
+fn read_emulated<T: VariantOps>(
+    d: &CoreDevice<T>,
+    buf: UserPtr,
+    count: usize,
+    pos: &mut i64,
+) -> isize {
+    result_to_ssize(T::read(d, buf, count, pos))
 }
 
 /// # Safety
@@ -400,12 +423,22 @@ unsafe extern "C" fn write<T: VariantOps>(
 ) -> isize {
     // SAFETY: As in `read`.
     let (d, pos) = unsafe { (dev::<T>(vdev), &mut *ppos) };
-    result_to_ssize(T::write(
-        d,
-        UserPtr::from_ptr(buf.cast_mut().cast()),
-        count,
-        pos,
-    ))
+    if !T::emulates(d, split_pos(*pos).0) {
+        // SAFETY: As in `read`.
+        return unsafe { bindings::vfio_pci_core_write(vdev, buf, count, ppos) };
+    }
+    write_emulated(d, UserPtr::from_ptr(buf.cast_mut().cast()), count, pos)
+}
+
+/// [`VariantOps::write`], its result as `write` returns it; out of line as [`read_emulated`].
+#[inline(never)]
+fn write_emulated<T: VariantOps>(
+    d: &CoreDevice<T>,
+    buf: UserPtr,
+    count: usize,
+    pos: &mut i64,
+) -> isize {
+    result_to_ssize(T::write(d, buf, count, pos))
 }
 
 /// # Safety
