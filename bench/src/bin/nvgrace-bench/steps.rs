@@ -608,7 +608,13 @@ pub(crate) fn reset_runs_at(
                         delay,
                     );
                     let lines: Vec<String> = log.into_iter().map(|(l, _)| l).collect();
-                    let p = model::readiness_polls(&lines);
+                    // The drivers poll the C2C status in BAR0, or on the CXL model its DVSEC.
+                    let polls = if model::readiness_via_bar0() {
+                        let p = model::readiness_polls(&lines);
+                        p.not_ready_reads + p.ready_reads
+                    } else {
+                        model::cxl_status_reads(&lines).len()
+                    };
                     Ok((
                         ms(t2 - t0),
                         json!({
@@ -616,7 +622,7 @@ pub(crate) fn reset_runs_at(
                             "overhead_ms": ms(t2 - t0) - ms(t1 - t0).max(delay as f64),
                             "flr_after_ioctl_ms": f.flr_after_ioctl_ms,
                             "overhead_flr_ms": f.overhead_ms,
-                            "polls": p.not_ready_reads + p.ready_reads,
+                            "polls": polls,
                         }),
                     ))
                 }),
