@@ -621,6 +621,8 @@ pub(crate) fn reset_runs_at(
                             "reset_ioctl_ms": ms(t1 - t0),
                             "overhead_ms": ms(t2 - t0) - ms(t1 - t0).max(delay as f64),
                             "flr_after_ioctl_ms": f.flr_after_ioctl_ms,
+                            // The mark's round trip: more than the FLR is placed early by.
+                            "mark_read_ms": ms(t0 - ts0),
                             "overhead_flr_ms": f.overhead_ms,
                             "polls": polls,
                         }),
