@@ -237,7 +237,7 @@ fn sweeps(r: &Report, plot: Option<&str>) -> Result<(), String> {
         };
         println!(
             "The start mark's BAR0 read took Rust {} ms, upstream {} ms (round trip): the FLR is \
-             placed early by less than that, the overhead from readiness overstated by as much.\n",
+             placed early, and the overhead from readiness overstated, by less than that.\n",
             mark(|m| &m.rust),
             mark(|m| &m.upstream)
         );
