@@ -13,8 +13,11 @@
 //! clock) but not on the guest's clock. So the reset step reads BAR0 at [`MARK_OFFSET`] first,
 //! at guest time ts0, and the model logs that read at its time S; with F the model's time of the
 //! FLR, t_FLR = ts0 + (F - S). The model logs the mark after the read travelled to it, so this
-//! places the FLR early by that travel time: it overstates the driver's overhead, never
-//! understates it (the overhead stays >= 0, as both clocks run at the same rate under TCG).
+//! places the FLR early by that travel time, less than the mark's round trip (t0 - ts0, up to
+//! 10 ms in a sweep when the host preempted the guest): it overstates the driver's overhead,
+//! never understates it (the overhead stays >= 0, as both clocks run at the same rate under
+//! TCG). And the FLR cannot come before the ioctl that issues it: t_FLR = max(ts0 + (F - S),
+//! t0), still never later than the FLR.
 
 use std::time::Duration;
 
@@ -83,7 +86,8 @@ fn ms_between(a: Duration, b: Duration) -> f64 {
 /// The figures of a reset step whose times are `t`, the model ready `delay_ms` after its FLR,
 /// which it logged `flr_after_mark` after the start mark ([`flr_after_mark`]).
 pub fn flr_figures(t: &ResetTimes, flr_after_mark: Duration, delay_ms: u64) -> FlrFigures {
-    let flr = t.mark + flr_after_mark;
+    // The ioctl issues the FLR: a mark that travelled long cannot place it earlier than that.
+    let flr = (t.mark + flr_after_mark).max(t.ioctl_start);
     let ready = flr + Duration::from_millis(delay_ms);
     FlrFigures {
         flr_after_ioctl_ms: ms_between(flr, t.ioctl_start),
@@ -195,6 +199,18 @@ mod tests {
         // The old reference, max(delay, ioctl) from t0, charges the driver with the 3.4 ms.
         let old = 1404.5 - 1000.1 - (1110.0f64 - 1000.1).max(400.0);
         assert!(close(old - f.overhead_ms, 3.4), "{old}");
+    }
+
+    #[test]
+    fn the_flr_is_never_placed_before_the_ioctl() {
+        // The mark took 10.5 ms to come back (the guest preempted after the model logged it, or
+        // the request slow to reach it): the FLR, 4 ms after the mark in the model's time,
+        // would fall 6.5 ms before the ioctl began.
+        let t = times(1000.0, 1010.5, 1120.0, 1412.0);
+        let f = flr_figures(&t, Duration::from_millis(4), 400);
+        assert!(close(f.flr_after_ioctl_ms, 0.0), "{f:?}");
+        // Ready at 1410.5 ms at the earliest.
+        assert!(close(f.overhead_ms, 1.5), "{f:?}");
     }
 
     #[test]

@@ -132,7 +132,7 @@ fn sweep_table(
         t,
         "Overhead from readiness: first access - max(FLR + delay, end of the reset ioctl), the \
          FLR placed on the guest's clock from the model's log (early by one BAR0 read's travel, \
-         so never understated); the goals are judged on it. From the ioctl: first access - \
+         so never understated; never before the ioctl's start); the goals are judged on it. From the ioctl: first access - \
          max(delay, reset ioctl) counted from the ioctl's start, which also charges the driver \
          with the FLR's distance from that start (FLR after ioctl start, vfio-pci-core's config \
          saves, not the driver's). Medians of the repetitions; the last four columns give their \
