@@ -105,8 +105,8 @@ type Samples = fn(&Point) -> &Vec<f64>;
 const FLOOR_MS: f64 = 0.1;
 
 /// Draws the sweep: overhead counted from the FLR (ms, log scale) against the readiness delay,
-/// every sample and the median of each driver, and the goal, into a PNG of 1000x600 pixels. The text uses the TTF
-/// font at `font` (DejaVu Sans: Debian's fonts-dejavu-core).
+/// every sample and the median of each driver, and the goal, into a PNG of 1000x600 pixels.
+/// The text uses the TTF font at `font` (DejaVu Sans: Debian's fonts-dejavu-core).
 pub fn plot(points: &[Point], title: &str, font: &Path, out: &Path) -> Result<(), String> {
     let bytes = std::fs::read(font).map_err(|e| format!("{}: {e}", font.display()))?;
     // The registry keeps the font for the process: leak it once per plot (two plots a run).
