@@ -189,37 +189,33 @@ mod tests {
     }
 
     #[test]
-    fn overhead_counts_from_the_flr_plus_the_delay() {
-        // Mark at 1000 ms, ioctl 1000.1-1110 ms, FLR 3.5 ms after the mark, delay 400 ms: ready
-        // at 1403.5 ms, first access done at 1404.5 ms.
-        let t = times(1000.0, 1000.1, 1110.0, 1404.5);
-        let f = flr_figures(&t, Duration::from_micros(3500), 400);
-        assert!(close(f.flr_after_ioctl_ms, 3.4), "{f:?}");
-        assert!(close(f.overhead_ms, 1.0), "{f:?}");
-        // The old reference, max(delay, ioctl) from t0, charges the driver with the 3.4 ms.
-        let old = 1404.5 - 1000.1 - (1110.0f64 - 1000.1).max(400.0);
-        assert!(close(old - f.overhead_ms, 3.4), "{old}");
-    }
-
-    #[test]
-    fn the_flr_is_never_placed_before_the_ioctl() {
-        // The mark took 10.5 ms to come back (the guest preempted after the model logged it, or
-        // the request slow to reach it): the FLR, 4 ms after the mark in the model's time,
-        // would fall 6.5 ms before the ioctl began.
-        let t = times(1000.0, 1010.5, 1120.0, 1412.0);
-        let f = flr_figures(&t, Duration::from_millis(4), 400);
-        assert!(close(f.flr_after_ioctl_ms, 0.0), "{f:?}");
-        // Ready at 1410.5 ms at the earliest.
-        assert!(close(f.overhead_ms, 1.5), "{f:?}");
-    }
-
-    #[test]
-    fn overhead_counts_from_the_ioctl_end_when_it_is_later() {
-        // Delay 0 (and 50 ms): the FLR's own 100 ms wait ends the ioctl after readiness.
-        let t = times(1000.0, 1000.1, 1110.0, 1111.25);
-        for delay in [0, 50] {
-            let f = flr_figures(&t, Duration::from_micros(3500), delay);
-            assert!(close(f.overhead_ms, 1.25), "{delay}: {f:?}");
+    fn overhead_counts_from_the_flr_plus_the_delay_or_the_ioctl_end() {
+        // (guest times: mark, ioctl start, ioctl end, first access (ms); FLR after the mark in
+        // the model's time (µs); delay (ms); t_FLR - t0 and the overhead expected (ms))
+        let cases = [
+            // FLR 3.5 ms after the mark, ready at 1403.5 ms, first access done at 1404.5 ms.
+            ((1000.0, 1000.1, 1110.0, 1404.5), 3500, 400, 3.4, 1.0),
+            // The mark took 10.5 ms to come back (the guest preempted after the model logged it,
+            // or the request slow to reach it): the FLR, 4 ms after it in the model's time,
+            // would fall 6.5 ms before the ioctl began; it is placed at its start, ready at
+            // 1410.5 ms at the earliest.
+            ((1000.0, 1010.5, 1120.0, 1412.0), 4000, 400, 0.0, 1.5),
+            // Delay 0 and 50 ms: the FLR's own 100 ms wait ends the ioctl after readiness.
+            ((1000.0, 1000.1, 1110.0, 1111.25), 3500, 0, 3.4, 1.25),
+            ((1000.0, 1000.1, 1110.0, 1111.25), 3500, 50, 3.4, 1.25),
+        ];
+        for ((mark, start, end, access), flr_us, delay, after, overhead) in cases {
+            let f = flr_figures(
+                &times(mark, start, end, access),
+                Duration::from_micros(flr_us),
+                delay,
+            );
+            assert!(close(f.flr_after_ioctl_ms, after), "{delay} ms: {f:?}");
+            assert!(close(f.overhead_ms, overhead), "{delay} ms: {f:?}");
         }
+        // The old reference, max(delay, ioctl) from t0, charges the driver with the 3.4 ms of
+        // the first case.
+        let old = 1404.5 - 1000.1 - (1110.0f64 - 1000.1).max(400.0);
+        assert!(close(old - 1.0, 3.4), "{old}");
     }
 }
