@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Map;
 use serde_json::Value;
 
+pub mod flr;
 pub mod ptdump;
 pub mod sweep;
 

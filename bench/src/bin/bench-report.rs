@@ -10,7 +10,9 @@
 //!
 //! `--plot DIR`: the readiness sweep (suite `readiness`), if the logs have it, drawn as
 //! DIR/readiness-sweep.png (the BAR0 path) and DIR/readiness-sweep-cxl.png (the CXL path), with
-//! the text in DejaVu Sans (`$BENCH_FONT`, default Debian's fonts-dejavu-core file).
+//! the text in DejaVu Sans (`$BENCH_FONT`, default Debian's fonts-dejavu-core file). The sweep's
+//! goals are judged, and its plots drawn, on the overhead counted from readiness (FLR + delay,
+//! `nvgrace_bench::flr`); its table also shows the one counted from the reset ioctl's start.
 //!
 //! Samples of the same driver and metric from several boots (rounds) are pooled. The ratio is
 //! upstream time / Rust time of the medians (for rates: Rust rate / upstream rate), so above 1
@@ -98,14 +100,15 @@ const SWEEPS: [(&str, &str, &str); 2] = [
     ),
 ];
 
-/// The points of the sweep whose metrics are named `<prefix>_overhead_<D>ms`, by delay.
-fn sweep_points(r: &Report, prefix: &str) -> Vec<sweep::Point> {
+/// The points of the sweep whose metrics are named `<prefix>_<kind>_<D>ms`, by delay (`kind`:
+/// `sweep::FROM_FLR` or `sweep::FROM_IOCTL`).
+fn sweep_points(r: &Report, prefix: &str, kind: &str) -> Vec<sweep::Point> {
     let mut v: Vec<sweep::Point> = r
         .metrics
         .iter()
         .filter_map(|m| {
             Some(sweep::Point {
-                delay_ms: sweep::delay_of(prefix, &m.name)?,
+                delay_ms: sweep::delay_of(prefix, kind, &m.name)?,
                 rust: m.rust.samples.clone(),
                 upstream: m.upstream.samples.clone(),
             })
@@ -115,62 +118,94 @@ fn sweep_points(r: &Report, prefix: &str) -> Vec<sweep::Point> {
     v
 }
 
-/// The sweep's table and its goals: the Rust overhead's median within max(5 ms, 1 % of the
-/// delay) at every delay, and its mean over the sweep at least 20 times below upstream's.
-/// Returns the text and whether both goals hold.
-fn sweep_table(points: &[sweep::Point], polls: &dyn Fn(f64, &str) -> String) -> (String, bool) {
+/// The sweep's table and its goals (`sweep::verdict`), judged on the overhead counted from the
+/// FLR (`points`); `old` holds the same delays' overheads counted from the ioctl's start, and
+/// `detail(delay, key, driver)` the range of a per-repetition detail of a delay's reset metric
+/// (`polls`, `flr_after_ioctl_ms`). Returns the text and whether both goals hold.
+fn sweep_table(
+    points: &[sweep::Point],
+    old: &[sweep::Point],
+    detail: &dyn Fn(f64, &str, &str) -> String,
+) -> (String, bool) {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| delay (ms) | Rust overhead (ms) | goal (ms) | upstream overhead (ms) | Rust polls | upstream polls |\n|---|---|---|---|---|---|"
+        "Overhead from readiness: first access - max(FLR + delay, end of the reset ioctl), the \
+         FLR placed on the guest's clock from the model's log (early by one BAR0 read's travel, \
+         so never understated; never before the ioctl's start); the goals are judged on it. From the ioctl: first access - \
+         max(delay, reset ioctl) counted from the ioctl's start, which also charges the driver \
+         with the FLR's distance from that start (FLR after ioctl start, vfio-pci-core's config \
+         saves, not the driver's). Medians of the repetitions; the last four columns give their \
+         range.\n"
     );
-    let mut all_ok = true;
+    let _ = writeln!(
+        t,
+        "| delay (ms) | Rust overhead from readiness (ms) | goal (ms) | upstream overhead from readiness (ms) \
+         | Rust overhead from ioctl (ms) | upstream overhead from ioctl (ms) \
+         | Rust FLR after ioctl start (ms) | upstream FLR after ioctl start (ms) | Rust polls | upstream polls |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+    );
+    let old_median = |delay: f64, f: fn(&sweep::Point) -> &Vec<f64>| {
+        old.iter()
+            .find(|p| p.delay_ms == delay)
+            .map_or("-".into(), |p| num(sweep::median(f(p))))
+    };
     for p in points {
         let (r, u) = (sweep::median(&p.rust), sweep::median(&p.upstream));
         let goal = sweep::goal_ms(p.delay_ms);
-        let ok = r <= goal;
-        all_ok &= ok;
         let _ = writeln!(
             t,
-            "| {} | {}{} | {} | {} | {} | {} |",
+            "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.delay_ms,
             num(r),
-            if ok { "" } else { " (over)" },
+            if r <= goal { "" } else { " (over)" },
             num(goal),
             num(u),
-            polls(p.delay_ms, "rust"),
-            polls(p.delay_ms, "upstream")
+            old_median(p.delay_ms, |p| &p.rust),
+            old_median(p.delay_ms, |p| &p.upstream),
+            detail(p.delay_ms, "flr_after_ioctl_ms", "rust"),
+            detail(p.delay_ms, "flr_after_ioctl_ms", "upstream"),
+            detail(p.delay_ms, "polls", "rust"),
+            detail(p.delay_ms, "polls", "upstream")
         );
     }
-    let mean = |f: fn(&sweep::Point) -> &Vec<f64>| {
-        points.iter().map(|p| sweep::median(f(p))).sum::<f64>() / points.len().max(1) as f64
-    };
-    let (mr, mu) = (mean(|p| &p.rust), mean(|p| &p.upstream));
-    let factor = if mr > 0.0 { mu / mr } else { f64::INFINITY };
+    let v = sweep::verdict(points);
+    let o = sweep::verdict(old);
     let _ = writeln!(
         t,
-        "\nMean of the median overheads over the sweep: Rust {} ms, upstream {} ms: {:.1} times less (goal: 20). \
-         Rust within the goal at {} of {} delays.",
-        num(mr),
-        num(mu),
-        factor,
-        points
-            .iter()
-            .filter(|p| sweep::median(&p.rust) <= sweep::goal_ms(p.delay_ms))
-            .count(),
-        points.len()
+        "\nMean of the median overheads from readiness over the sweep: Rust {} ms, upstream {} ms: \
+         {:.1} times less (goal: {}). Rust within the goal at {} of {} delays. \
+         (From the ioctl: Rust {} ms, upstream {} ms, {:.1} times less, within the goal at {} of {}.)",
+        num(v.mean_rust),
+        num(v.mean_upstream),
+        v.factor,
+        sweep::FACTOR_GOAL,
+        v.within,
+        v.points,
+        num(o.mean_rust),
+        num(o.mean_upstream),
+        o.factor,
+        o.within,
+        o.points
     );
-    (t, all_ok && factor >= 20.0)
+    (t, v.met())
 }
 
 /// Prints the sweeps' tables and, with `plot`, draws them.
 fn sweeps(r: &Report, plot: Option<&str>) -> Result<(), String> {
     for (prefix, png, title) in SWEEPS {
-        let points = sweep_points(r, prefix);
+        let points = sweep_points(r, prefix, sweep::FROM_FLR);
+        let old = sweep_points(r, prefix, sweep::FROM_IOCTL);
         if points.is_empty() {
+            if !old.is_empty() {
+                println!(
+                    "\n{title}: no {prefix}_{}_* metrics (a run before the model logged times): not judged.",
+                    sweep::FROM_FLR
+                );
+            }
             continue;
         }
-        let polls = |delay: f64, driver: &str| {
+        let detail = |delay: f64, key: &str, driver: &str| {
             r.metrics
                 .iter()
                 .find(|m| m.name == format!("{prefix}_reset_to_read_{delay}ms"))
@@ -181,12 +216,31 @@ fn sweeps(r: &Report, plot: Option<&str>) -> Result<(), String> {
                         } else {
                             &m.upstream
                         },
-                        "polls",
+                        key,
                     )
                 })
         };
-        let (text, ok) = sweep_table(&points, &polls);
+        let (text, ok) = sweep_table(&points, &old, &detail);
         println!("\n{title}:\n\n{text}");
+        // Every repetition's round trip of the start mark, all delays.
+        let mark = |f: fn(&Metric) -> &Figures| {
+            let all = Figures {
+                per_rep: r
+                    .metrics
+                    .iter()
+                    .filter(|m| m.name.starts_with(&format!("{prefix}_reset_to_read_")))
+                    .flat_map(|m| f(m).per_rep.iter().cloned())
+                    .collect(),
+                ..Figures::default()
+            };
+            per_rep_range(&all, "mark_read_ms")
+        };
+        println!(
+            "The start mark's BAR0 read took Rust {} ms, upstream {} ms (round trip): the FLR is \
+             placed early, and the overhead from readiness overstated, by less than that.\n",
+            mark(|m| &m.rust),
+            mark(|m| &m.upstream)
+        );
         if !ok {
             println!("Readiness goal NOT met on this sweep ({prefix}).");
         }
@@ -462,21 +516,23 @@ fn table(r: &Report) -> String {
     if !ready.is_empty() {
         let _ = writeln!(
             t,
-            "\nReadiness polls per reset (C2C status reads in the model's access log) and the reset ioctl's duration (ms):\n"
+            "\nReadiness polls per reset (C2C status reads in the model's access log), the reset ioctl's duration and the FLR's distance from its start (ms):\n"
         );
         let _ = writeln!(
             t,
-            "| metric | Rust polls | Rust reset ioctl | upstream polls | upstream reset ioctl |\n|---|---|---|---|---|"
+            "| metric | Rust polls | Rust reset ioctl | Rust FLR after ioctl start | upstream polls | upstream reset ioctl | upstream FLR after ioctl start |\n|---|---|---|---|---|---|---|"
         );
         for m in ready {
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 m.name,
                 per_rep_range(&m.rust, "polls"),
                 per_rep_range(&m.rust, "reset_ioctl_ms"),
+                per_rep_range(&m.rust, "flr_after_ioctl_ms"),
                 per_rep_range(&m.upstream, "polls"),
-                per_rep_range(&m.upstream, "reset_ioctl_ms")
+                per_rep_range(&m.upstream, "reset_ioctl_ms"),
+                per_rep_range(&m.upstream, "flr_after_ioctl_ms")
             );
         }
     }

@@ -34,6 +34,7 @@ use std::fs::File;
 use std::io;
 use std::mem::size_of;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR2_REGION_INDEX,
@@ -89,6 +90,8 @@ pub struct Options {
     pub settings: Settings,
     /// Where `access.log` is written and `control` is read, if anywhere.
     pub state_dir: Option<PathBuf>,
+    /// Whether every access-log line ends in its time (`--log-times`).
+    pub log_times: bool,
 }
 
 /// The emulated GPU.
@@ -96,7 +99,8 @@ pub struct GpuDevice {
     config: ConfigSpace,
     /// Contents of the BAR2 RAM window, [`BAR2_SIZE`] bytes.
     bar2: Vec<u8>,
-    clock: Box<dyn Clock>,
+    /// Shared with the access log when it logs times.
+    clock: Rc<dyn Clock>,
     readiness: Readiness,
     /// Settings from the command line.
     cli: Settings,
@@ -112,14 +116,18 @@ impl GpuDevice {
     /// Powers the device on: creates the access log, reads the control file
     /// and starts the power-on readiness countdown.
     pub fn new(options: Options, clock: Box<dyn Clock>) -> io::Result<GpuDevice> {
-        let (log, control) = match &options.state_dir {
+        let (mut log, control) = match &options.state_dir {
             Some(dir) => (
                 AccessLog::create(&dir.join("access.log"))?,
                 Some(ControlWatcher::new(dir.join("control"))),
             ),
             None => (AccessLog::disabled(), None),
         };
+        let clock: Rc<dyn Clock> = Rc::from(clock);
         let now = clock.now();
+        if options.log_times {
+            log.log_times(Rc::clone(&clock), now);
+        }
         let mut dev = GpuDevice {
             config: ConfigSpace::new(options.variant),
             bar2: vec![0; BAR2_SIZE as usize],

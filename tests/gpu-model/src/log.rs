@@ -44,6 +44,22 @@
 //!   before the first access (of any kind) after the deadline. So a `ready`
 //!   line always precedes the first access that observed readiness.
 //!
+//! ## Times (`--log-times`)
+//!
+//! With `--log-times` every line, of every kind, ends in ` t=<ns>`: when the
+//! model wrote it, in decimal nanoseconds on the model's monotonic clock
+//! (the one its readiness deadlines follow) since the model started
+//! (`start ... t=0` or a little more). Without it (the default) the lines
+//! are exactly as above, so the tests' parsers never see the field. The
+//! benchmark takes the time of the `reset cause=flr` line, at which the
+//! readiness countdown starts, against the time of an access it made.
+//!
+//! ```text
+//! bar0-read off=0x0000 len=4 val=0x00000000 t=8123456789
+//! cfg-write off=0x048 len=2 val=0xa810 t=8127001234
+//! reset cause=flr t=8127009876
+//! ```
+//!
 //! # Stderr logger
 //!
 //! [`StderrLogger`] prints the `log` crate's records (the vfio_user crate
@@ -55,6 +71,10 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::readiness::Clock;
 
 /// Which region an access went to, as named in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +132,9 @@ pub struct AccessLog {
     path: PathBuf,
     /// Set after the first failed write, so a broken log is reported once.
     failed: bool,
+    /// With `--log-times`: the clock and its instant at model start, for the
+    /// ` t=<ns>` suffix of every line.
+    times: Option<(Rc<dyn Clock>, Instant)>,
 }
 
 impl AccessLog {
@@ -121,6 +144,7 @@ impl AccessLog {
             file: None,
             path: PathBuf::new(),
             failed: false,
+            times: None,
         }
     }
 
@@ -136,15 +160,26 @@ impl AccessLog {
             file: Some(file),
             path: path.to_path_buf(),
             failed: false,
+            times: None,
         })
+    }
+
+    /// Ends every later line in ` t=<ns>`: nanoseconds on `clock` since
+    /// `start` (see "Times" in the module documentation).
+    pub fn log_times(&mut self, clock: Rc<dyn Clock>, start: Instant) {
+        self.times = Some((clock, start));
     }
 
     /// Appends one line (a newline is added). A write error is reported on
     /// stderr once and otherwise ignored: the device keeps working.
     pub fn line(&mut self, text: &str) {
         let Some(file) = &mut self.file else { return };
-        let mut buf = String::with_capacity(text.len() + 1);
+        let mut buf = String::with_capacity(text.len() + 24);
         buf.push_str(text);
+        if let Some((clock, start)) = &self.times {
+            let ns = clock.now().saturating_duration_since(*start).as_nanos();
+            let _ = write!(buf, " t={ns}");
+        }
         buf.push('\n');
         if let Err(e) = file.write_all(buf.as_bytes()) {
             if !self.failed {
@@ -198,6 +233,47 @@ impl ::log::Log for StderrLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readiness::tests::FakeClock;
+    use crate::test_util::TempDir;
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .expect("read log")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn lines_have_no_time_by_default() {
+        let dir = TempDir::new("log-plain");
+        let path = dir.path().join("access.log");
+        let mut log = AccessLog::create(&path).expect("create");
+        log.line("reset cause=flr");
+        assert_eq!(lines(&path), ["reset cause=flr"]);
+    }
+
+    #[test]
+    fn log_times_end_every_line_in_ns_since_start() {
+        let dir = TempDir::new("log-times");
+        let path = dir.path().join("access.log");
+        let clock = FakeClock::new();
+        let mut log = AccessLog::create(&path).expect("create");
+        log.log_times(Rc::new(clock.clone()), clock.now());
+        log.line("start variant=gh200 device=0x2342");
+        clock.advance_ms(1500);
+        log.line(&format_access(Space::Bar0, false, 0, &[0; 4]));
+        clock.advance_ms(3);
+        log.line("reset cause=flr");
+        assert_eq!(
+            lines(&path),
+            [
+                "start variant=gh200 device=0x2342 t=0",
+                "bar0-read off=0x0000 len=4 val=0x00000000 t=1500000000",
+                "reset cause=flr t=1503000000",
+            ]
+        );
+    }
 
     #[test]
     fn access_lines() {

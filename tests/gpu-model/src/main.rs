@@ -55,6 +55,8 @@ Options:
   --never-ready              after a reset, never become ready again
   --cxl-timeout N            CXL Memory_Active_Timeout field, 0..7 (default 0)
   --state-dir DIR            write DIR/access.log, read DIR/control
+  --log-times                end every access-log line in t=NS: nanoseconds since
+                             the model started, on its monotonic clock
   -h, --help                 show this help
 
 Environment: GPU_MODEL_LOG=error|warn|info|debug|trace (stderr log level, default warn).";
@@ -66,6 +68,7 @@ struct Cli {
     variant: Variant,
     settings: Settings,
     state_dir: Option<PathBuf>,
+    log_times: bool,
 }
 
 /// Parses the arguments (without the program name). `Ok(None)` means help
@@ -77,6 +80,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
     let mut variant = None;
     let mut settings = Settings::default();
     let mut state_dir = None;
+    let mut log_times = false;
 
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -113,6 +117,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
             }
             "--state-dir" => state_dir = Some(PathBuf::from(value("a directory")?)),
             "--never-ready" if inline.is_none() => settings.never_ready = true,
+            "--log-times" if inline.is_none() => log_times = true,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
     }
@@ -122,6 +127,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Str
         variant: variant.ok_or("--variant is required")?,
         settings,
         state_dir,
+        log_times,
     }))
 }
 
@@ -151,6 +157,7 @@ fn run(cli: Cli) -> Result<(), String> {
         variant: cli.variant,
         settings: cli.settings,
         state_dir: cli.state_dir,
+        log_times: cli.log_times,
     };
     let mut device = GpuDevice::new(options, Box::new(SystemClock))
         .map_err(|e| format!("setting up the device: {e}"))?;
@@ -217,6 +224,7 @@ mod tests {
             "3",
             "--state-dir",
             "/tmp/st",
+            "--log-times",
         ])
         .expect("valid")
         .expect("not help");
@@ -233,8 +241,13 @@ mod tests {
                     ..Settings::default()
                 },
                 state_dir: Some(PathBuf::from("/tmp/st")),
+                log_times: true,
             }
         );
+        let plain = parse(&["--socket", "s", "--variant", "gh200"])
+            .expect("valid")
+            .expect("not help");
+        assert!(!plain.log_times, "times are off by default");
         assert_eq!(parse(&["--help"]), Ok(None));
     }
 
@@ -257,6 +270,10 @@ mod tests {
                 "unknown argument",
             ),
             (&["--socket"], "--socket needs a path"),
+            (
+                &["--socket", "s", "--variant", "gh200", "--log-times=1"],
+                "unknown argument",
+            ),
         ];
         for (args, expected) in cases {
             let err = parse(args).expect_err("must fail");

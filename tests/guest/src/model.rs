@@ -58,8 +58,9 @@ pub fn log_mark() -> io::Result<LogMark> {
     Ok(LogMark(fs::metadata(path("access.log"))?.len()))
 }
 
-/// The complete lines the model logged since `mark`.
-pub fn log_since(mark: LogMark) -> io::Result<Vec<String>> {
+/// The complete lines the model logged since `mark`, as written (with the model's `t=` times
+/// when it logs them).
+fn raw_log_since(mark: LogMark) -> io::Result<Vec<String>> {
     let f = fs::File::open(path("access.log"))?;
     let len = f.metadata()?.len();
     let mut buf = vec![0u8; len.saturating_sub(mark.0) as usize];
@@ -79,6 +80,41 @@ pub fn log_since(mark: LogMark) -> io::Result<Vec<String>> {
         None => "",
     };
     Ok(complete.lines().map(str::to_string).collect())
+}
+
+/// The complete lines the model logged since `mark`, without their times: the same lines
+/// whether or not the model logs times (`gpu-model --log-times`).
+pub fn log_since(mark: LogMark) -> io::Result<Vec<String>> {
+    Ok(raw_log_since(mark)?
+        .iter()
+        .map(|l| split_time(l).0.to_string())
+        .collect())
+}
+
+/// The complete lines the model logged since `mark`, each without its time and with it: the
+/// model's `t=<ns>` (nanoseconds since it started, on its monotonic clock), `None` on a line
+/// without one (a model started without `--log-times`).
+pub fn timed_log_since(mark: LogMark) -> io::Result<Vec<(String, Option<u64>)>> {
+    Ok(raw_log_since(mark)?
+        .iter()
+        .map(|l| {
+            let (text, t) = split_time(l);
+            (text.to_string(), t)
+        })
+        .collect())
+}
+
+/// A log line split into its text and its trailing ` t=<ns>` time, if it has one.
+pub fn split_time(line: &str) -> (&str, Option<u64>) {
+    if let Some((text, ns)) = line.rsplit_once(" t=") {
+        // Digits only: `str::parse` would take a sign.
+        if ns.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(t) = ns.parse() {
+                return (text, Some(t));
+            }
+        }
+    }
+    (line, None)
 }
 
 /// A BAR0 read the model logged: `(offset, value)` of `bar0-read off=0x1498 len=4 val=0x000000ff`.
@@ -155,4 +191,31 @@ pub fn readiness_polls(lines: &[String]) -> ReadinessPolls {
 /// The last few lines, for failure messages.
 pub fn tail(lines: &[String], n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_time_takes_the_models_time_off() {
+        assert_eq!(
+            split_time("reset cause=flr t=8127009876"),
+            ("reset cause=flr", Some(8_127_009_876))
+        );
+        assert_eq!(
+            split_time("bar0-read off=0x0000 len=4 val=0x00000000 t=0"),
+            ("bar0-read off=0x0000 len=4 val=0x00000000", Some(0))
+        );
+        for plain in [
+            "reset cause=flr",
+            "ready",
+            "cfg-read off=0x000 len=3 data=de1042",
+            "odd t=",
+            "odd t=12x",
+            "odd t=+12",
+        ] {
+            assert_eq!(split_time(plain), (plain, None));
+        }
+    }
 }

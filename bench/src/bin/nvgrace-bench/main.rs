@@ -34,6 +34,12 @@
 //! - `resmem` (`--gpu gh200`, the rig's default geometry: 1 GiB of resmem at a 1 GiB-aligned
 //!   address): pread/pwrite bandwidth of resmem and fault-in of a 1 GiB-aligned resmem mapping.
 //!
+//! The reset runs (`usemem`, `readiness`) give the overhead a driver adds twice: counted from
+//! the reset ioctl's start, and counted from readiness, the FLR + the delay, with the FLR placed
+//! on the guest's clock from the model's logged times (`nvgrace_bench::flr`). They need the
+//! model started with `--log-times` (`scripts/vm-run --model-log-times`, as scripts/bench does)
+//! and fail without it.
+//!
 //! The sizes follow the guest kernel's pages (`mm::page_size()`, `mm::pmd_size()`): with 4 KiB
 //! pages a PMD maps 2 MiB and a PUD 1 GiB; on arm64 with 64 KiB pages a PMD maps 512 MiB, and
 //! arm64 has no PUD-level PFN maps at any page size (`mm::pud_pfnmap()`), so the PUD runs are

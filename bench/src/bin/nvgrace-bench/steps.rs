@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use nvgrace_bench::flr;
 use nvgrace_bench::ptdump;
 use nvgrace_guest_tests::gpumem::GpuMem;
 use nvgrace_guest_tests::hw;
@@ -532,7 +533,9 @@ pub(crate) fn latency_steps<'a>() -> Vec<(Metric, Step<'a>)> {
 /// Reset to first access, per readiness delay: `VFIO_DEVICE_RESET` then a pread of usemem.
 /// The model becomes ready `delay` ms after the FLR; the FLR itself takes ~100 ms
 /// (`pcie_flr()`'s fixed wait), so the least any driver can take is about max(delay, FLR).
-/// The overhead is what a driver adds to that: total - max(delay, reset ioctl).
+/// The overhead is what a driver adds to that, counted two ways: from the ioctl's start,
+/// total - max(delay, reset ioctl), and from readiness itself, first access - max(FLR + delay,
+/// end of the ioctl) (`nvgrace_bench::flr`).
 pub(crate) fn reset_runs(b: &mut Bench, scratch: &mut Scratch) {
     reset_runs_at(b, scratch, &READY_DELAYS_MS, "ready", "readiness");
 }
@@ -547,7 +550,10 @@ pub(crate) fn sweep_delays_ms() -> Vec<u64> {
 }
 
 /// [`reset_runs`] at `delays` (ms), the metrics named `<prefix>_reset_to_read_<D>ms`,
-/// `<prefix>_overhead_<D>ms` and `<prefix>_reset_ioctl`, in `group`.
+/// `<prefix>_overhead_<D>ms` (from the ioctl's start), `<prefix>_overhead_flr_<D>ms` (from the
+/// FLR), `<prefix>_reset_ioctl` and `<prefix>_flr_after_ioctl` (`reset_ioctl` alone for the
+/// prefix `ready`), in `group`. The model must log its times (`scripts/vm-run
+/// --model-log-times`): without them every step fails.
 pub(crate) fn reset_runs_at(
     b: &mut Bench,
     scratch: &mut Scratch,
@@ -576,23 +582,49 @@ pub(crate) fn reset_runs_at(
                 Box::new(move |_, o| {
                     let o = need(o)?;
                     let at = o.usemem.at(0);
-                    let mut w = [0u8; 8];
+                    let bar0 = o.dev.region_info(vfio::region::BAR0)?.offset;
+                    let (mut w, mut mark_word) = ([0u8; 8], [0u8; 4]);
                     model::set_control(&[("ready_delay_ms", &delay.to_string())])?;
                     // Nothing pending: the previous reset's first access is done.
                     read_exact_at(&o.dev.fd, &mut w, at)?;
                     let mark = model::log_mark()?;
+                    // The start mark: the model logs this read with its own time.
+                    let ts0 = mm::now();
+                    read_exact_at(&o.dev.fd, &mut mark_word, bar0 + flr::MARK_OFFSET)?;
                     let t0 = mm::now();
                     o.dev.reset()?;
                     let t1 = mm::now();
                     read_exact_at(&o.dev.fd, &mut w, at)?;
                     let t2 = mm::now();
-                    let p = model::readiness_polls(&model::log_since(mark)?);
+                    let log = model::timed_log_since(mark)?;
+                    let f = flr::flr_figures(
+                        &flr::ResetTimes {
+                            mark: ts0,
+                            ioctl_start: t0,
+                            ioctl_end: t1,
+                            first_access: t2,
+                        },
+                        flr::flr_after_mark(&log)?,
+                        delay,
+                    );
+                    let lines: Vec<String> = log.into_iter().map(|(l, _)| l).collect();
+                    // The drivers poll the C2C status in BAR0, or on the CXL model its DVSEC.
+                    let polls = if model::readiness_via_bar0() {
+                        let p = model::readiness_polls(&lines);
+                        p.not_ready_reads + p.ready_reads
+                    } else {
+                        model::cxl_status_reads(&lines).len()
+                    };
                     Ok((
                         ms(t2 - t0),
                         json!({
                             "reset_ioctl_ms": ms(t1 - t0),
                             "overhead_ms": ms(t2 - t0) - ms(t1 - t0).max(delay as f64),
-                            "polls": p.not_ready_reads + p.ready_reads,
+                            "flr_after_ioctl_ms": f.flr_after_ioctl_ms,
+                            // The mark's round trip: more than the FLR is placed early by.
+                            "mark_read_ms": ms(t0 - ts0),
+                            "overhead_flr_ms": f.overhead_ms,
+                            "polls": polls,
                         }),
                     ))
                 }),
@@ -609,14 +641,22 @@ pub(crate) fn reset_runs_at(
             .filter_map(|v| v.get(k).and_then(Value::as_f64))
             .collect()
     };
-    let mut flr = ByDriver::new();
+    let (mut ioctl, mut flr_at) = (ByDriver::new(), ByDriver::new());
     for ((m, by), &delay) in out.into_iter().zip(delays) {
         let overhead = time(
             format!("{prefix}_overhead_{delay}ms"),
             group,
             "ms",
             format!(
-                "reset to first read minus max({delay} ms, the reset ioctl's own duration): the wait the driver adds"
+                "reset to first read minus max({delay} ms, the reset ioctl's own duration): the wait the driver adds, counted from the ioctl's start"
+            ),
+        );
+        let overhead_flr = time(
+            format!("{prefix}_overhead_flr_{delay}ms"),
+            group,
+            "ms",
+            format!(
+                "end of the first read minus max(FLR + {delay} ms, end of the reset ioctl): the wait the driver adds to readiness (the FLR placed from the model's log, early by one BAR0 read's travel: never understated)"
             ),
         );
         for (driver, (samples, per_rep)) in by {
@@ -627,10 +667,22 @@ pub(crate) fn reset_runs_at(
                 field(&per_rep, "overhead_ms"),
                 per_rep.clone(),
             );
-            flr.entry(driver)
+            b.emit(
+                &overhead_flr,
+                &driver,
+                field(&per_rep, "overhead_flr_ms"),
+                per_rep.clone(),
+            );
+            ioctl
+                .entry(driver.clone())
                 .or_default()
                 .0
                 .extend(field(&per_rep, "reset_ioctl_ms"));
+            flr_at
+                .entry(driver)
+                .or_default()
+                .0
+                .extend(field(&per_rep, "flr_after_ioctl_ms"));
         }
     }
     b.emit_all(
@@ -644,7 +696,16 @@ pub(crate) fn reset_runs_at(
             "ms",
             "VFIO_DEVICE_RESET alone (the FLR: pcie_flr() waits 100 ms), all delays",
         ),
-        flr,
+        ioctl,
+    );
+    b.emit_all(
+        &time(
+            format!("{prefix}_flr_after_ioctl"),
+            group,
+            "ms",
+            "from the start of VFIO_DEVICE_RESET to the FLR (vfio-pci-core saving the config state first; the same for both drivers), all delays",
+        ),
+        flr_at,
     );
 }
 

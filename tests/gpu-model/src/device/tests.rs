@@ -19,6 +19,10 @@ impl Rig {
     }
 
     fn with_control(variant: Variant, settings: Settings, control: Option<&str>) -> Rig {
+        Rig::build(variant, settings, control, false)
+    }
+
+    fn build(variant: Variant, settings: Settings, control: Option<&str>, log_times: bool) -> Rig {
         let dir = TempDir::new("device");
         if let Some(text) = control {
             fs::write(dir.path().join("control"), text).expect("write control");
@@ -28,6 +32,7 @@ impl Rig {
             variant,
             settings,
             state_dir: Some(dir.path().to_path_buf()),
+            log_times,
         };
         let dev = GpuDevice::new(options, Box::new(clock.clone())).expect("device");
         Rig { dev, clock, dir }
@@ -158,6 +163,33 @@ fn flr_resets_registers_and_readiness() {
     assert_eq!(log[reset - 1], "cfg-write off=0x048 len=2 val=0xa810");
     assert_eq!(log.iter().filter(|l| *l == "ready").count(), 2);
     assert!(log.contains(&"bar2-write off=0x1000 len=1 val=0x5a".to_owned()));
+}
+
+#[test]
+fn log_times_give_every_line_its_time_since_start() {
+    let mut rig = Rig::build(Variant::Gh200, delay(200), None, true);
+    rig.clock.advance_ms(7);
+    assert_eq!(rig.read(VFIO_PCI_BAR0_REGION_INDEX, 0, 4), 0);
+    rig.clock.advance_ms(2);
+    let cfg = VFIO_PCI_CONFIG_REGION_INDEX;
+    let devctl = rig.read(cfg, DEVCTL as u64, 2) as u16;
+    rig.write(cfg, DEVCTL as u64, &(devctl | 0x8000).to_le_bytes());
+    rig.clock.advance_ms(199);
+    assert_eq!(rig.c2c(), 0);
+    rig.clock.advance_ms(1);
+    assert_eq!(rig.c2c(), 0xff);
+    let log = rig.log();
+    assert_eq!(log[0], "start variant=gh200 device=0x2342 t=0");
+    for line in [
+        "bar0-read off=0x0000 len=4 val=0x00000000 t=7000000",
+        "reset cause=flr t=9000000",
+        "bar0-read off=0x1498 len=4 val=0x00000000 t=208000000",
+        "ready t=209000000",
+        "bar0-read off=0x1498 len=4 val=0x000000ff t=209000000",
+    ] {
+        assert!(log.contains(&line.to_owned()), "{line} in {log:#?}");
+    }
+    assert!(log.iter().all(|l| l.contains(" t=")), "{log:#?}");
 }
 
 #[test]
