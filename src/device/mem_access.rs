@@ -65,21 +65,30 @@ fn kmap(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap> {
     };
     match slot.get() {
         Some(map) => Ok(map),
-        None => slot.get_or_map(|| {
-            let caching = match which {
-                Which::Usemem => Caching::WriteBack,
-                Which::Resmem => Caching::WriteCombine,
-            };
-            KernelMap::new(me.memory(which)?, caching).inspect_err(|e| {
-                dev_err!(
-                    vdev.pdev().as_ref(),
-                    "cannot map {} into the kernel for read/write: error {}\n",
-                    which.name(),
-                    e.to_errno()
-                )
-            })
-        }),
+        None => kmap_first(vdev, which),
     }
+}
+
+/// [`kmap`] on the first use of a region's mapping: makes it. Out of line, with its arguments
+/// in registers, so that the common path sets up nothing for it.
+#[cold]
+#[inline(never)]
+fn kmap_first(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap> {
+    let me = vdev.data();
+    let (slot, caching) = match which {
+        Which::Usemem => (&me.usemem_kmap, Caching::WriteBack),
+        Which::Resmem => (&me.resmem_kmap, Caching::WriteCombine),
+    };
+    slot.get_or_map(|| {
+        KernelMap::new(me.memory(which)?, caching).inspect_err(|e| {
+            dev_err!(
+                vdev.pdev().as_ref(),
+                "cannot map {} into the kernel for read/write: error {}\n",
+                which.name(),
+                e.to_errno()
+            )
+        })
+    })
 }
 
 /// `EIO` if the `mem_count` bytes of memory at `offset` hold a page that memory-failure

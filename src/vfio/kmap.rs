@@ -256,8 +256,6 @@ impl LazyKernelMap {
     }
 
     /// The mapping, made with `make` if there is none yet (`make`'s error otherwise).
-    #[cold]
-    #[inline(never)]
     pub(crate) fn get_or_map(
         &self,
         make: impl FnOnce() -> Result<KernelMap>,
