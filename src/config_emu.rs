@@ -347,6 +347,27 @@ impl EmuBarRegs {
         None
     }
 
+    /// The registers a read of `window` (from [`EmuBars::read_window`] of [`Self::shape`]) needs,
+    /// as of one instant between stores, without a lock; `None` as [`Self::try_load`]. A window
+    /// that lies in one register takes one atomic load of it, which a store never leaves half
+    /// done (the other register reads as 0, and [`EmuBars::patch`] of `window` does not use it);
+    /// only a window across both registers needs [`Self::try_load`]'s sequence count.
+    #[inline(always)]
+    pub(crate) fn try_load_window(&self, window: ReadWindow) -> Option<EmuBars> {
+        // Acquire, as the sequence count's loads: the value is one that a store completed.
+        let one = |reg: &AtomicU64| reg.load(Ordering::Acquire);
+        let reg_bytes = BAR_BYTES as usize;
+        match self.resmem_size {
+            // usemem alone: every window lies in it.
+            None => Some(self.assemble(0, one(&self.usemem))),
+            Some(_) if window.from + window.len <= reg_bytes => {
+                Some(self.assemble(one(&self.resmem), 0))
+            }
+            Some(_) if window.from >= reg_bytes => Some(self.assemble(0, one(&self.usemem))),
+            Some(_) => self.try_load(),
+        }
+    }
+
     /// Both registers, read by the holder of the writer lock (no store can be in progress).
     pub(crate) fn load_exclusive(&self, _writer: &BarWriter) -> EmuBars {
         self.assemble(

@@ -64,7 +64,11 @@ use crate::{
             Registered, //
         },
         gpu_memory::GpuMemory,
-        kmap::LazyKernelMap,
+        kmap::{
+            LazyKernelMap,
+            WriteBack,
+            WriteCombine, //
+        },
         memory_failure::PfnRange,
         ops::{
             self,
@@ -110,9 +114,9 @@ pub(crate) struct NvGraceGpu {
     /// The kernel mappings of usemem and resmem for `read`/`write` (upstream's `memaddr` and
     /// `ioaddr` with `remap_lock`), made on first use, dropped on close.
     #[pin]
-    usemem_kmap: LazyKernelMap,
+    usemem_kmap: LazyKernelMap<WriteBack>,
     #[pin]
-    resmem_kmap: LazyKernelMap,
+    resmem_kmap: LazyKernelMap<WriteCombine>,
     /// memory-failure registration of usemem.
     #[pin]
     usemem_pfns: PfnRange,
@@ -617,7 +621,7 @@ impl NvGraceGpu {
         };
         let bars = me
             .bars
-            .try_load()
+            .try_load_window(window)
             .unwrap_or_else(|| me.bars.load_exclusive(&me.bars_writer.lock()));
         let patch = bars.patch(window);
         if uaccess::copy_to_user(buf.wrapping_byte_add(patch.buf_offset), patch.data()).is_err() {

@@ -32,7 +32,8 @@ use crate::vfio::{
     core_device::CoreDevice,
     kmap::{
         Caching,
-        KernelMap, //
+        KernelMap,
+        LazyKernelMap, //
     },
     ops::split_pos,
     uaccess, //
@@ -57,15 +58,14 @@ fn clip(offset: u64, count: usize, memlength: u64, bar_size: u64) -> Result<(usi
 /// usemem write-back, resmem write-combining. `ENOMEM` (or `EOVERFLOW`) when the mapping
 /// cannot be made.
 #[inline(always)]
-fn kmap(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap> {
-    let me = vdev.data();
-    let slot = match which {
-        Which::Usemem => &me.usemem_kmap,
-        Which::Resmem => &me.resmem_kmap,
-    };
+fn kmap<'a, C: Caching>(
+    vdev: &'a CoreDevice<NvGraceGpu>,
+    slot: &'a LazyKernelMap<C>,
+    which: Which,
+) -> Result<&'a KernelMap<C>> {
     match slot.get() {
         Some(map) => Ok(map),
-        None => kmap_first(vdev, which),
+        None => kmap_first(vdev, slot, which),
     }
 }
 
@@ -73,14 +73,13 @@ fn kmap(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap> {
 /// in registers, so that the common path sets up nothing for it.
 #[cold]
 #[inline(never)]
-fn kmap_first(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap> {
-    let me = vdev.data();
-    let (slot, caching) = match which {
-        Which::Usemem => (&me.usemem_kmap, Caching::WriteBack),
-        Which::Resmem => (&me.resmem_kmap, Caching::WriteCombine),
-    };
+fn kmap_first<'a, C: Caching>(
+    vdev: &'a CoreDevice<NvGraceGpu>,
+    slot: &'a LazyKernelMap<C>,
+    which: Which,
+) -> Result<&'a KernelMap<C>> {
     slot.get_or_map(|| {
-        KernelMap::new(me.memory(which)?, caching).inspect_err(|e| {
+        KernelMap::new(vdev.data().memory(which)?).inspect_err(|e| {
             dev_err!(
                 vdev.pdev().as_ref(),
                 "cannot map {} into the kernel for read/write: error {}\n",
@@ -89,6 +88,22 @@ fn kmap_first(vdev: &CoreDevice<NvGraceGpu>, which: Which) -> Result<&KernelMap>
             )
         })
     })
+}
+
+/// The copy of [`copy_round`] through the region's mapping `map`.
+#[inline(always)]
+fn copy_with<C: Caching>(
+    vdev: &CoreDevice<NvGraceGpu>,
+    map: &KernelMap<C>,
+    offset: u64,
+    buf: UserPtr,
+    len: usize,
+    dir: Direction,
+) -> Result<usize> {
+    match dir {
+        Direction::ToUser => map.read_to_user_nofault(vdev, offset, buf, len),
+        Direction::FromUser => map.write_from_user_nofault(vdev, offset, buf, len),
+    }
 }
 
 /// `EIO` if the `mem_count` bytes of memory at `offset` hold a page that memory-failure
@@ -181,10 +196,16 @@ fn copy_round(
     if len == 0 {
         return Ok(0);
     }
-    let map = kmap(vdev, which)?;
-    match dir {
-        Direction::ToUser => map.read_to_user_nofault(vdev, offset, buf, len),
-        Direction::FromUser => map.write_from_user_nofault(vdev, offset, buf, len),
+    let me = vdev.data();
+    match which {
+        Which::Usemem => {
+            let map = kmap(vdev, &me.usemem_kmap, which)?;
+            copy_with(vdev, map, offset, buf, len, dir)
+        }
+        Which::Resmem => {
+            let map = kmap(vdev, &me.resmem_kmap, which)?;
+            copy_with(vdev, map, offset, buf, len, dir)
+        }
     }
 }
 
@@ -218,7 +239,8 @@ fn copy_rest(
         if let Err(e) = r {
             if e == EFAULT && dir == Direction::FromUser && which == Which::Usemem {
                 let _guard = vdev.memory_read_lock();
-                kmap(vdev, which)?.zero(offset + done as u64, mem_count - done)?;
+                kmap(vdev, &vdev.data().usemem_kmap, which)?
+                    .zero(offset + done as u64, mem_count - done)?;
             }
             return Err(e);
         }

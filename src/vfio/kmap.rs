@@ -11,6 +11,7 @@
 
 use core::{
     cell::UnsafeCell,
+    marker::PhantomData,
     ptr::NonNull,
     sync::atomic::{
         AtomicBool,
@@ -33,53 +34,67 @@ use super::{
     uaccess::NoPageFaults, //
 };
 
-/// How a region is mapped into the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Caching {
-    /// Write-back cacheable (usemem).
-    WriteBack,
-    /// Write-combining, uncached (resmem).
-    WriteCombine,
+/// How a region is mapped into the kernel: the type parameter of [`KernelMap`], so that which
+/// copy a mapping takes is settled when the driver is compiled ([`WriteBack`],
+/// [`WriteCombine`]).
+pub(crate) trait Caching: Send + Sync + 'static {
+    /// Whether the mapping is write-back cacheable (else write-combining).
+    const WRITE_BACK: bool;
 }
 
-/// A kernel mapping of a range of GPU memory.
+/// Write-back cacheable (usemem): `memremap(MEMREMAP_WB)`.
+pub(crate) enum WriteBack {}
+
+impl Caching for WriteBack {
+    const WRITE_BACK: bool = true;
+}
+
+/// Write-combining, uncached (resmem): `ioremap_wc()`.
+pub(crate) enum WriteCombine {}
+
+impl Caching for WriteCombine {
+    const WRITE_BACK: bool = false;
+}
+
+/// A kernel mapping of a range of GPU memory, cached as `C` says.
 ///
 /// # Invariants
 ///
-/// `addr` maps the `len` bytes of a [`GpuMemory`] with `caching`, from `memremap()` for write-back or `ioremap_wc()`
-/// for write-combining, until drop.
-pub(crate) struct KernelMap {
+/// `addr` maps the `len` bytes of a [`GpuMemory`] with `C`'s caching, from `memremap()` for
+/// write-back or `ioremap_wc()` for write-combining, until drop.
+pub(crate) struct KernelMap<C: Caching> {
     addr: NonNull<c_void>,
     len: usize,
-    caching: Caching,
+    _caching: PhantomData<C>,
 }
 
 // SAFETY: The mapping is plain kernel virtual memory, usable from any thread.
-unsafe impl Send for KernelMap {}
+unsafe impl<C: Caching> Send for KernelMap<C> {}
 // SAFETY: Accesses go through copy routines that tolerate concurrent access (the memory is also
 // mapped to user space, which the driver cannot stop from writing it).
-unsafe impl Sync for KernelMap {}
+unsafe impl<C: Caching> Sync for KernelMap<C> {}
 
-impl KernelMap {
+impl<C: Caching> KernelMap<C> {
     /// Maps the GPU memory `mem`. Returns `EOVERFLOW` when it does not fit the address space
     /// and `ENOMEM` when the mapping fails.
-    pub(crate) fn new(mem: &GpuMemory, caching: Caching) -> Result<Self> {
+    pub(crate) fn new(mem: &GpuMemory) -> Result<Self> {
         let phys = mem.phys();
         let len = usize::try_from(mem.len()).map_err(|_| EOVERFLOW)?;
         // SAFETY: `mem` is GPU memory (its type invariant), not RAM the kernel manages, so a
-        // second mapping of it with `caching` aliases nothing the kernel relies on; failure
+        // second mapping of it with `C`'s caching aliases nothing the kernel relies on; failure
         // returns NULL.
         let addr = unsafe {
-            match caching {
-                Caching::WriteBack => bindings::memremap(phys, len, bindings::MEMREMAP_WB as usize),
-                Caching::WriteCombine => bindings::nvgrace_helper_ioremap_wc(phys, len),
+            if C::WRITE_BACK {
+                bindings::memremap(phys, len, bindings::MEMREMAP_WB as usize)
+            } else {
+                bindings::nvgrace_helper_ioremap_wc(phys, len)
             }
         };
-        // INVARIANT: A non-NULL `addr` maps the memory with `caching`.
+        // INVARIANT: A non-NULL `addr` maps the memory with `C`'s caching.
         Ok(KernelMap {
             addr: NonNull::new(addr).ok_or(ENOMEM)?,
             len,
-            caching,
+            _caching: PhantomData,
         })
     }
 
@@ -109,28 +124,25 @@ impl KernelMap {
         count: usize,
     ) -> Result<usize> {
         let off = self.check(offset, count)?;
-        match self.caching {
-            Caching::WriteBack => {
-                // SAFETY: `off + count` lies inside the mapping (checked); `buf` is a user
-                // pointer, which `copy_to_user()` checks; the helper disables page faults
-                // around the copy.
-                let left = unsafe {
-                    bindings::nvgrace_helper_copy_to_user_nofault(
-                        buf.as_mut_ptr(),
-                        self.addr.as_ptr().byte_add(off),
-                        count,
-                    )
-                };
-                Ok(count - left)
-            }
-            Caching::WriteCombine => {
-                let _no_faults = NoPageFaults::new();
-                // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
-                let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false) };
-                match r {
-                    Err(e) if e == EFAULT => Ok(0),
-                    r => r.map(|_| count),
-                }
+        if C::WRITE_BACK {
+            // SAFETY: `off + count` lies inside the mapping (checked); `buf` is a user
+            // pointer, which `copy_to_user()` checks; the helper disables page faults
+            // around the copy.
+            let left = unsafe {
+                bindings::nvgrace_helper_copy_to_user_nofault(
+                    buf.as_mut_ptr(),
+                    self.addr.as_ptr().byte_add(off),
+                    count,
+                )
+            };
+            Ok(count - left)
+        } else {
+            let _no_faults = NoPageFaults::new();
+            // SAFETY: The mapping covers `offset + count` bytes of MMIO-capable memory.
+            let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, false) };
+            match r {
+                Err(e) if e == EFAULT => Ok(0),
+                r => r.map(|_| count),
             }
         }
     }
@@ -149,41 +161,35 @@ impl KernelMap {
         count: usize,
     ) -> Result<usize> {
         let off = self.check(offset, count)?;
-        match self.caching {
-            Caching::WriteBack => {
-                // SAFETY: As in `read_to_user_nofault`; the helper checks `buf` with
-                // `access_ok()` and copies with page faults disabled.
-                let left = unsafe {
-                    bindings::nvgrace_helper_copy_from_user_nofault(
-                        self.addr.as_ptr().byte_add(off),
-                        buf.as_const_ptr(),
-                        count,
-                    )
-                };
-                Ok(count - left)
-            }
-            Caching::WriteCombine => {
-                let _no_faults = NoPageFaults::new();
-                // SAFETY: As in `read_to_user_nofault`.
-                let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true) };
-                match r {
-                    Err(e) if e == EFAULT => Ok(0),
-                    r => r.map(|_| count),
-                }
+        if C::WRITE_BACK {
+            // SAFETY: As in `read_to_user_nofault`; the helper checks `buf` with
+            // `access_ok()` and copies with page faults disabled.
+            let left = unsafe {
+                bindings::nvgrace_helper_copy_from_user_nofault(
+                    self.addr.as_ptr().byte_add(off),
+                    buf.as_const_ptr(),
+                    count,
+                )
+            };
+            Ok(count - left)
+        } else {
+            let _no_faults = NoPageFaults::new();
+            // SAFETY: As in `read_to_user_nofault`.
+            let r = unsafe { vdev.do_io_rw(self.addr.as_ptr(), buf, offset, count, true) };
+            match r {
+                Err(e) if e == EFAULT => Ok(0),
+                r => r.map(|_| count),
             }
         }
     }
 }
 
-impl KernelMap {
-    /// Zeroes `count` bytes at `offset` of a write-back mapping: what `copy_from_user()` leaves
-    /// in the part of a destination it could not copy, which upstream's usemem `write` returns
-    /// with `EFAULT`. `EINVAL` outside the mapping or for a write-combining mapping.
+impl KernelMap<WriteBack> {
+    /// Zeroes `count` bytes at `offset`: what `copy_from_user()` leaves in the part of a
+    /// destination it could not copy, which upstream's usemem `write` returns with `EFAULT`.
+    /// `EINVAL` outside the mapping.
     pub(crate) fn zero(&self, offset: u64, count: usize) -> Result {
         let off = self.check(offset, count)?;
-        if self.caching != Caching::WriteBack {
-            return Err(EINVAL);
-        }
         // SAFETY: `off + count` lies inside the mapping (checked), which is plain cacheable
         // memory; concurrent user-space accesses of it are tolerated (see `Sync`).
         unsafe { core::ptr::write_bytes(self.addr.as_ptr().byte_add(off).cast::<u8>(), 0, count) };
@@ -191,13 +197,14 @@ impl KernelMap {
     }
 }
 
-impl Drop for KernelMap {
+impl<C: Caching> Drop for KernelMap<C> {
     fn drop(&mut self) {
         // SAFETY: `addr` came from the matching mapping call (type invariant).
         unsafe {
-            match self.caching {
-                Caching::WriteBack => bindings::memunmap(self.addr.as_ptr()),
-                Caching::WriteCombine => bindings::iounmap(self.addr.as_ptr()),
+            if C::WRITE_BACK {
+                bindings::memunmap(self.addr.as_ptr())
+            } else {
+                bindings::iounmap(self.addr.as_ptr())
             }
         }
     }
@@ -218,21 +225,21 @@ impl Drop for KernelMap {
 /// - `map` is written only with `lock` held and `mapped` false.
 /// - While `mapped` is true, `map` is `Some`.
 #[pin_data]
-pub(crate) struct LazyKernelMap {
+pub(crate) struct LazyKernelMap<C: Caching> {
     /// Serialises making and dropping the mapping.
     #[pin]
     lock: Mutex<()>,
     /// Whether `map` holds the mapping (stored with `Release` once it is written).
     mapped: AtomicBool,
-    map: UnsafeCell<Option<KernelMap>>,
+    map: UnsafeCell<Option<KernelMap<C>>>,
 }
 
 // SAFETY: `map` is written only under `lock` while `mapped` is false (type invariant), and
 // read only after an acquire load of `mapped` saw true (which the release store after the
 // write pairs with), or under `lock`; `unmap`'s callers guarantee that no reader runs.
-unsafe impl Sync for LazyKernelMap {}
+unsafe impl<C: Caching> Sync for LazyKernelMap<C> {}
 
-impl LazyKernelMap {
+impl<C: Caching> LazyKernelMap<C> {
     /// An empty slot.
     pub(crate) fn new() -> impl PinInit<Self> {
         // INVARIANT: `mapped` is false.
@@ -245,7 +252,7 @@ impl LazyKernelMap {
 
     /// The mapping, if it has been made.
     #[inline(always)]
-    pub(crate) fn get(&self) -> Option<&KernelMap> {
+    pub(crate) fn get(&self) -> Option<&KernelMap<C>> {
         if self.mapped.load(Ordering::Acquire) {
             // SAFETY: `mapped` is true, so `map` is `Some` (type invariant) and is not written
             // until `unmap`, which runs only when no reader does (its safety requirement).
@@ -258,8 +265,8 @@ impl LazyKernelMap {
     /// The mapping, made with `make` if there is none yet (`make`'s error otherwise).
     pub(crate) fn get_or_map(
         &self,
-        make: impl FnOnce() -> Result<KernelMap>,
-    ) -> Result<&KernelMap> {
+        make: impl FnOnce() -> Result<KernelMap<C>>,
+    ) -> Result<&KernelMap<C>> {
         let _guard = self.lock.lock();
         if !self.mapped.load(Ordering::Relaxed) {
             let map = make()?;

@@ -67,10 +67,11 @@ proptest! {
     }
 }
 
-/// Runs `readers` threads calling `check` on every load while `writers` run to completion.
+/// Runs two reader threads calling `check` on every `load` of `regs` while `writers` run to
+/// completion.
 fn race(
     regs: &EmuBarRegs,
-    w: &Mutex<BarWriter>,
+    load: &(dyn Fn() -> EmuBars + Sync),
     writers: Vec<Box<dyn FnOnce() + Send + '_>>,
     check: &(dyn Fn(EmuBars, &mut EmuBars) + Sync),
 ) {
@@ -82,7 +83,7 @@ fn race(
                     let mut prev = regs.shape();
                     let mut n = 0u64;
                     while !done.load(Ordering::Relaxed) {
-                        check(load(regs, w), &mut prev);
+                        check(load(), &mut prev);
                         n += 1;
                     }
                     n
@@ -117,7 +118,7 @@ fn dword_writers_lose_nothing() {
             }
         }) as Box<dyn FnOnce() + Send + '_>
     };
-    race(&regs, &w, vec![half(0), half(4)], &|now, prev| {
+    race(&regs, &|| load(&regs, &w), vec![half(0), half(4)], &|now, prev| {
         let (lo, hi) = (now.usemem.bar_val as u32, (now.usemem.bar_val >> 32) as u32);
         let (plo, phi) = (prev.usemem.bar_val as u32, (prev.usemem.bar_val >> 32) as u32);
         assert!(lo >= plo && hi >= phi, "BAR4/5 went back: {now:x?} after {prev:x?}");
@@ -127,29 +128,36 @@ fn dword_writers_lose_nothing() {
     assert_eq!(end, u64::from(ROUNDS) << 32 | u64::from(ROUNDS));
 }
 
-/// A whole-register writer of BAR4/5 (both halves the same) racing a 16-byte writer of BAR2..5
-/// (all four dwords the same, tagged by bit 31): no read may mix two writes.
-#[test]
-fn readers_never_see_a_mix_of_writes() {
-    let (regs, w) = EmuBarRegs::new(gh200_bars());
-    let w = Mutex::new(w);
-    let (r, ww) = (&regs, &w);
+/// A whole-register writer of BAR4/5 (both halves the same) and a 16-byte writer of BAR2..5
+/// (all four dwords the same, tagged by bit 31).
+fn mixed_writers<'a>(
+    regs: &'a EmuBarRegs,
+    w: &'a Mutex<BarWriter>,
+) -> Vec<Box<dyn FnOnce() + Send + 'a>> {
     let whole = Box::new(move || {
         for i in 1..=ROUNDS {
             let v = u64::from(i) << 32 | u64::from(i);
-            assert_eq!(write(r, ww, USEMEM_BAR_OFFSET, &v.to_le_bytes()), Some(8));
+            assert_eq!(write(regs, w, USEMEM_BAR_OFFSET, &v.to_le_bytes()), Some(8));
         }
-    }) as Box<dyn FnOnce() + Send + '_>;
+    }) as Box<dyn FnOnce() + Send + 'a>;
     let both = Box::new(move || {
         for i in 1..=ROUNDS {
             let mut data = [0u8; 16];
             for d in data.chunks_mut(4) {
                 d.copy_from_slice(&(i | 1 << 31).to_le_bytes());
             }
-            assert_eq!(write(r, ww, RESMEM_BAR_OFFSET, &data), Some(16));
+            assert_eq!(write(regs, w, RESMEM_BAR_OFFSET, &data), Some(16));
         }
-    }) as Box<dyn FnOnce() + Send + '_>;
-    race(&regs, &w, vec![whole, both], &|now, _| {
+    }) as Box<dyn FnOnce() + Send + 'a>;
+    vec![whole, both]
+}
+
+/// [`mixed_writers`] racing readers of both registers: no read may mix two writes.
+#[test]
+fn readers_never_see_a_mix_of_writes() {
+    let (regs, w) = EmuBarRegs::new(gh200_bars());
+    let w = Mutex::new(w);
+    race(&regs, &|| load(&regs, &w), mixed_writers(&regs, &w), &|now, _| {
         let u = now.usemem.bar_val;
         let m = now.resmem.unwrap().bar_val;
         assert_eq!(u >> 32, u & 0xffff_ffff, "BAR4/5 torn: {u:#x}");
@@ -160,4 +168,48 @@ fn readers_never_see_a_mix_of_writes() {
             assert_eq!(u, m, "a 16-byte write seen in part: {now:x?}");
         }
     });
+}
+
+/// [`mixed_writers`] racing readers of the BAR4/5 window alone (`try_load_window`: one atomic
+/// load, no sequence count): each read is a whole value one of the writes stored.
+#[test]
+fn window_readers_see_whole_values() {
+    let (regs, w) = EmuBarRegs::new(gh200_bars());
+    let w = Mutex::new(w);
+    let window = regs.shape().read_window(USEMEM_BAR_OFFSET, 8).unwrap();
+    let load = || {
+        regs.try_load_window(window)
+            .unwrap_or_else(|| regs.load_exclusive(&w.lock().unwrap()))
+    };
+    race(&regs, &load, mixed_writers(&regs, &w), &|now, _| {
+        let u = now.usemem.bar_val;
+        assert_eq!(u >> 32, u & 0xffff_ffff, "BAR4/5 torn: {u:#x}");
+    });
+}
+
+proptest! {
+    /// A read's window loaded alone (`try_load_window`) patches the read as both registers
+    /// loaded together do, whatever the writes left in them, with or without resmem.
+    #[test]
+    fn window_load_patches_as_the_full_load(
+        writes in proptest::collection::vec(
+            (0u64..0x30, proptest::collection::vec(any::<u8>(), 1..0x18)), 0..6),
+        pos in 0u64..0x30,
+        count in 1usize..0x18,
+        with_resmem in any::<bool>()
+    ) {
+        let (regs, w) = EmuBarRegs::new(EmuBars {
+            resmem: with_resmem.then(|| EmuBar::new(GIB)),
+            usemem: EmuBar::new(512 * GIB),
+        });
+        let w = Mutex::new(w);
+        for (p, data) in writes {
+            write(&regs, &w, p, &data);
+        }
+        if let Some(window) = regs.shape().read_window(pos, count) {
+            let full = regs.try_load().unwrap().patch(window);
+            let alone = regs.try_load_window(window).unwrap().patch(window);
+            prop_assert_eq!(alone.data(), full.data());
+        }
+    }
 }
