@@ -119,20 +119,20 @@ pub(crate) struct ReadWindow {
     len: usize,
 }
 
-/// Bytes of the emulated registers to place at `buf_offset` in a read buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Patch {
-    /// Offset into the read buffer.
-    pub(crate) buf_offset: usize,
-    bytes: [u8; 2 * BAR_BYTES as usize],
-    len: usize,
-}
-
-impl Patch {
-    /// The bytes to place.
+impl ReadWindow {
+    /// Offset into the read buffer of the window's first byte.
     #[inline(always)]
-    pub(crate) fn data(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    pub(crate) fn buf_offset(&self) -> usize {
+        self.buf_offset
+    }
+
+    /// The window's bytes out of `bytes`, the little-endian bytes of an image of it
+    /// ([`EmuBars::image`], [`EmuBarRegs::try_image`]): what to place at
+    /// [`ReadWindow::buf_offset`] in the read buffer.
+    #[inline(always)]
+    pub(crate) fn data<'a>(&self, bytes: &'a [u8; 16]) -> &'a [u8] {
+        // `len` is at most 16 (type invariant); the `min` spares a panic path.
+        &bytes[..self.len.min(bytes.len())]
     }
 }
 
@@ -185,26 +185,21 @@ impl EmuBars {
     }
 
     /// The bytes of the registers in `window` (from [`EmuBars::read_window`] of a value with the
-    /// same BARs), to lay over what vfio-pci-core read. One copy to user space per read, as
-    /// upstream.
+    /// same BARs), to lay over what vfio-pci-core read, as a little-endian integer for
+    /// [`ReadWindow::data`]: the registers as one integer, BAR2/3 in the low half when present,
+    /// shifted to `window`'s start (no byte copies: each was an out-of-line call). One copy to
+    /// user space per read, as upstream.
     #[inline(always)]
-    pub(crate) fn patch(&self, window: ReadWindow) -> Patch {
-        // The registers as one little-endian integer, BAR2/3 in the low half when present: the
-        // patch is a shift of it, with no byte copies (each was an out-of-line call).
+    pub(crate) fn image(&self, window: ReadWindow) -> u128 {
         let usemem = u128::from(self.usemem.read_value());
         let image = match self.resmem {
             Some(r) => (usemem << 64) | u128::from(r.read_value()),
             None => usemem,
         };
-        Patch {
-            buf_offset: window.buf_offset,
-            // `from` is below 16 (`ReadWindow`): the shift is below 128.
-            bytes: image
-                .checked_shr(8 * window.from as u32)
-                .unwrap_or(0)
-                .to_le_bytes(),
-            len: window.len,
-        }
+        // `from` is below 16 (`ReadWindow`): the shift is below 128.
+        image
+            .checked_shr(8u32.wrapping_mul(window.from as u32))
+            .unwrap_or(0)
     }
 
     /// The part `[start, end)` of a `count`-byte write at `pos` that lands in emulated registers,
@@ -347,25 +342,35 @@ impl EmuBarRegs {
         None
     }
 
-    /// The registers a read of `window` (from [`EmuBars::read_window`] of [`Self::shape`]) needs,
-    /// as of one instant between stores, without a lock; `None` as [`Self::try_load`]. A window
-    /// that lies in one register takes one atomic load of it, which a store never leaves half
-    /// done (the other register reads as 0, and [`EmuBars::patch`] of `window` does not use it);
-    /// only a window across both registers needs [`Self::try_load`]'s sequence count.
+    /// [`EmuBars::image`] of `window` (from [`EmuBars::read_window`] of [`Self::shape`]) as of
+    /// one instant between stores, without a lock; `None` as [`Self::try_load`]. A window that
+    /// lies in one register takes one atomic load of it, which a store never leaves half done,
+    /// and that register's value alone; only a window across both registers needs
+    /// [`Self::try_load`]'s sequence count.
     #[inline(always)]
-    pub(crate) fn try_load_window(&self, window: ReadWindow) -> Option<EmuBars> {
-        // Acquire, as the sequence count's loads: the value is one that a store completed.
-        let one = |reg: &AtomicU64| reg.load(Ordering::Acquire);
+    pub(crate) fn try_image(&self, window: ReadWindow) -> Option<u128> {
         let reg_bytes = BAR_BYTES as usize;
-        match self.resmem_size {
+        // The register the window lies in, its size, and where in it the window starts.
+        let (reg, bar_size, from) = match self.resmem_size {
             // usemem alone: every window lies in it.
-            None => Some(self.assemble(0, one(&self.usemem))),
-            Some(_) if window.from + window.len <= reg_bytes => {
-                Some(self.assemble(one(&self.resmem), 0))
+            None => (&self.usemem, self.usemem_size, window.from),
+            Some(size) if window.from + window.len <= reg_bytes => {
+                (&self.resmem, size, window.from)
             }
-            Some(_) if window.from >= reg_bytes => Some(self.assemble(0, one(&self.usemem))),
-            Some(_) => self.try_load(),
-        }
+            Some(_) if window.from >= reg_bytes => {
+                (&self.usemem, self.usemem_size, window.from - reg_bytes)
+            }
+            Some(_) => return self.try_load().map(|bars| bars.image(window)),
+        };
+        // Acquire, as the sequence count's loads: the value is one that a store completed.
+        let bar_val = reg.load(Ordering::Acquire);
+        let value = EmuBar { bar_size, bar_val }.read_value();
+        // `from` is below 8 here: the shift is below 64.
+        Some(u128::from(
+            value
+                .checked_shr(8u32.wrapping_mul(from as u32))
+                .unwrap_or(0),
+        ))
     }
 
     /// Both registers, read by the holder of the writer lock (no store can be in progress).

@@ -96,6 +96,10 @@ use crate::{
 pub(crate) struct NvGraceGpu {
     /// The GPU memory regions; `None` on the plain vfio-pci-core path (no `_DSD` memory).
     layout: Option<Layout>,
+    /// The VFIO regions whose `read`/`write` the driver serves itself, one bit per region index:
+    /// config space, and BAR4 and BAR2 where `layout` has usemem and resmem (as [`Self::region`]
+    /// finds them). One test per access instead of one per region.
+    emulated_regions: u32,
     /// The memory of `layout`'s usemem and resmem, as the ranges the driver may map.
     usemem_mem: Option<GpuMemory>,
     resmem_mem: Option<GpuMemory>,
@@ -338,8 +342,13 @@ impl NvGraceGpu {
             layout.as_ref().and_then(|l| l.resmem.as_ref()),
             PAGE_SHIFT,
         );
+        let emulated_regions = (1 << region_index::CONFIG)
+            | layout.as_ref().map_or(0, |l| {
+                (1 << region_index::BAR4) | l.resmem.as_ref().map_or(0, |_| 1 << region_index::BAR2)
+            });
         try_pin_init!(Self {
             layout,
+            emulated_regions,
             usemem_mem,
             resmem_mem,
             cxl_dvsec,
@@ -502,17 +511,19 @@ impl VariantOps for NvGraceGpu {
     // (Documentation/performance.md, "BAR0 read", "config read").
     #[inline(always)]
     fn emulates(vdev: &CoreDevice<Self>, index: u64) -> bool {
-        vdev.data().region(index).is_some() || index == region_index::CONFIG.into()
+        index < u64::from(u32::BITS) && vdev.data().emulated_regions & (1 << index) != 0
     }
 
+    // Config space first: the guest's config accesses make config reads the most frequent
+    // read of all (QEMU maps usemem and resmem, and reads them through the fd only in part).
     #[inline(always)]
     fn read(vdev: &CoreDevice<Self>, buf: UserPtr, count: usize, pos: &mut i64) -> Result<usize> {
         let (index, _) = split_pos(*pos);
-        if let Some((which, region)) = vdev.data().region(index) {
-            return Self::read_mem(vdev, buf, count, pos, which, region);
-        }
         if index == region_index::CONFIG.into() {
             return Self::read_config(vdev, buf, count, pos);
+        }
+        if let Some((which, region)) = vdev.data().region(index) {
+            return Self::read_mem(vdev, buf, count, pos, which, region);
         }
         vdev.core_read(buf, count, pos)
     }
@@ -619,12 +630,15 @@ impl NvGraceGpu {
         let Some(window) = me.bars.shape().read_window(offset, count) else {
             return Ok(count);
         };
-        let bars = me
+        // The image comes out of either branch as scalars, and only its bytes go to memory: a
+        // struct from either branch was copied between stack slots.
+        let image = me
             .bars
-            .try_load_window(window)
-            .unwrap_or_else(|| me.bars.load_exclusive(&me.bars_writer.lock()));
-        let patch = bars.patch(window);
-        if uaccess::copy_to_user(buf.wrapping_byte_add(patch.buf_offset), patch.data()).is_err() {
+            .try_image(window)
+            .unwrap_or_else(move || me.bars.load_exclusive(&me.bars_writer.lock()).image(window));
+        let bytes = image.to_le_bytes();
+        let dst = buf.wrapping_byte_add(window.buf_offset());
+        if uaccess::copy_to_user(dst, window.data(&bytes)).is_err() {
             // vfio_pci_core_read() advanced the position; undo it, as upstream does.
             *pos -= count as i64;
             return Err(EFAULT);

@@ -22,8 +22,10 @@ const GIB: u64 = 1 << 30;
 
 /// What the driver does with the patches: lay them over the bytes vfio-pci-core read.
 fn overlay_read(bars: &EmuBars, pos: u64, buf: &mut [u8]) {
-    if let Some(p) = bars.read_window(pos, buf.len()).map(|w| bars.patch(w)) {
-        buf[p.buf_offset..p.buf_offset + p.data().len()].copy_from_slice(p.data());
+    if let Some(w) = bars.read_window(pos, buf.len()) {
+        let bytes = bars.image(w).to_le_bytes();
+        let data = w.data(&bytes);
+        buf[w.buf_offset()..w.buf_offset() + data.len()].copy_from_slice(data);
     }
 }
 
