@@ -97,8 +97,8 @@ pub(crate) struct NvGraceGpu {
     /// The GPU memory regions; `None` on the plain vfio-pci-core path (no `_DSD` memory).
     layout: Option<Layout>,
     /// The VFIO regions whose `read`/`write` the driver serves itself, one bit per region index:
-    /// config space, and BAR4 and BAR2 where `layout` has usemem and resmem (as [`Self::region`]
-    /// finds them). One test per access instead of one per region.
+    /// config space and those [`Self::region`] finds in `layout` (BAR4, and BAR2 with resmem),
+    /// computed with it at probe. One test per access instead of one per region.
     emulated_regions: u32,
     /// The memory of `layout`'s usemem and resmem, as the ranges the driver may map.
     usemem_mem: Option<GpuMemory>,
@@ -158,16 +158,22 @@ impl Which {
     }
 }
 
+/// [`NvGraceGpu::region`] of a device with `layout`.
+#[inline(always)]
+fn region_in(layout: Option<&Layout>, index: u64) -> Option<(Which, &MemRegion)> {
+    let layout = layout?;
+    match u32::try_from(index).ok()? {
+        region_index::BAR4 => Some((Which::Usemem, &layout.usemem)),
+        region_index::BAR2 => layout.resmem.as_ref().map(|r| (Which::Resmem, r)),
+        _ => None,
+    }
+}
+
 impl NvGraceGpu {
     /// The emulated region behind a VFIO region index, if any (upstream
     /// `nvgrace_gpu_memregion()`): BAR4 always, BAR2 only with resmem.
     fn region(&self, index: u64) -> Option<(Which, &MemRegion)> {
-        let layout = self.layout.as_ref()?;
-        match u32::try_from(index).ok()? {
-            region_index::BAR4 => Some((Which::Usemem, &layout.usemem)),
-            region_index::BAR2 => layout.resmem.as_ref().map(|r| (Which::Resmem, r)),
-            _ => None,
-        }
+        region_in(self.layout.as_ref(), index)
     }
 
     /// The poisoned pages of usemem and resmem (deliberate difference 6, crate::poison).
@@ -342,10 +348,11 @@ impl NvGraceGpu {
             layout.as_ref().and_then(|l| l.resmem.as_ref()),
             PAGE_SHIFT,
         );
-        let emulated_regions = (1 << region_index::CONFIG)
-            | layout.as_ref().map_or(0, |l| {
-                (1 << region_index::BAR4) | l.resmem.as_ref().map_or(0, |_| 1 << region_index::BAR2)
-            });
+        // The regions `region()` finds, and config space.
+        let emulated_regions = [region_index::BAR2, region_index::BAR4]
+            .into_iter()
+            .filter(|&i| region_in(layout.as_ref(), i.into()).is_some())
+            .fold(1 << region_index::CONFIG, |mask, i| mask | 1 << i);
         try_pin_init!(Self {
             layout,
             emulated_regions,

@@ -49,9 +49,8 @@ impl Drop for NoPageFaults {
 
 /// Copies `src` to user memory at `buf` (`copy_to_user()`): `EFAULT` unless every byte was
 /// copied. What `UserSlice::new(buf, src.len()).writer().write_slice(src)` does, without the
-/// writer's bookkeeping and `write_slice()`'s own out-of-line call: the emulated config read
-/// copies at most 4 bytes per call, and that call was a tenth of its cost (counts in
-/// Documentation/performance.md).
+/// writer's bookkeeping and `write_slice()`'s own out-of-line call, a measurable part of the
+/// emulated config read, which copies at most 16 bytes (counts in Documentation/performance.md).
 #[inline(always)]
 pub(crate) fn copy_to_user(buf: UserPtr, src: &[u8]) -> Result {
     // SAFETY: `src` is valid for reading `src.len()` bytes; `copy_to_user()` checks `buf` with
